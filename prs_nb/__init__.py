@@ -1,0 +1,79 @@
+"""prs_nb: run Azure ML parallel-run jobs locally, faithfully and fast - from a notebook first.
+
+Public API::
+
+    from prs_nb import parallel_run_function, RunFunction, Input, Output
+    job = parallel_run_function(name=..., inputs=..., input_data="${{inputs.x}}",
+                                task=RunFunction(code="./src", entry_script="score.py"))
+    result = job(x=Input(type="uri_folder", path="data")).run()
+
+The core never imports IPython, ipywidgets or tqdm.notebook; ``%load_ext prs_nb`` loads the magic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prs_nb.api import ParallelJob, parallel_run_function
+from prs_nb.errors import (
+    ConfigError,
+    EntryScriptError,
+    InputDataError,
+    JobFailedError,
+    PrsError,
+    UserCodeError,
+    WorkerError,
+)
+from prs_nb.results import RunResult
+from prs_nb.spec import Input, JobSpec, Output, RetrySettings, RunFunction, parse_mini_batch_size
+
+__version__ = "0.1.0"
+
+BatchRetrySettings = RetrySettings
+
+
+def run_job(spec: JobSpec, **kwargs: Any) -> RunResult:
+    """Run a JobSpec (see :func:`prs_nb.engine.run_job`)."""
+    from prs_nb.engine import run_job as _run
+
+    return _run(spec, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    # v1 classes are loaded on first use, keeping `import prs_nb` (and every worker) light.
+    if name in ("ParallelRunConfig", "ParallelRunStep"):
+        from prs_nb import v1
+
+        return getattr(v1, name)
+    raise AttributeError(f"module 'prs_nb' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext prs_nb``: registers the %%parallel_run magic (prs_nb.jupyter)."""
+    from prs_nb.jupyter.magic import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+__all__ = [
+    "parallel_run_function",
+    "RunFunction",
+    "ParallelJob",
+    "Input",
+    "Output",
+    "RetrySettings",
+    "BatchRetrySettings",
+    "JobSpec",
+    "RunResult",
+    "run_job",
+    "parse_mini_batch_size",
+    "ParallelRunConfig",
+    "ParallelRunStep",
+    "PrsError",
+    "ConfigError",
+    "InputDataError",
+    "EntryScriptError",
+    "JobFailedError",
+    "UserCodeError",
+    "WorkerError",
+]

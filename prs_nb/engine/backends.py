@@ -1,0 +1,204 @@
+"""Backends: how a worker is started, fed, waited on and killed. The scheduler is the same for all.
+
+* :class:`LocalBackend` - one OS process per worker (``python -m prs_nb.engine.worker``), owned by
+  the engine so it can be SIGKILLed on timeout and replaced after a crash. Not a
+  multiprocessing.Pool and never ``fork``: safe inside a Jupyter kernel.
+* :class:`InlineBackend` - no processes: the worker runtime runs in the caller (for pdb, tiny jobs).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from multiprocessing.connection import Connection, wait as mp_wait
+from typing import Any
+
+from prs_nb.entry import WorkerConfig, WorkerRuntime
+
+DIED = "__died__"
+
+
+class WorkerHandle:
+    """The driver's view of one worker."""
+
+    __slots__ = ("node_id", "process_name", "pid", "state", "inflight", "head_start", "started_at",
+                 "conn", "proc", "pidfd", "runtime", "outbox", "exit_code", "ray_actor", "ray_pending")
+
+    def __init__(self, node_id: int, process_name: str) -> None:
+        self.node_id = node_id
+        self.process_name = process_name
+        self.pid = 0
+        self.state = "starting"  # starting | ready | stopping | dead
+        self.inflight: deque[tuple[int, int, Any, float]] = deque()
+        self.head_start = 0.0
+        self.started_at = time.monotonic()
+        self.conn: Connection | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pidfd: int | None = None
+        self.runtime: WorkerRuntime | None = None
+        self.outbox: deque[tuple[Any, ...]] = deque()
+        self.exit_code: int | None = None
+        self.ray_actor: Any = None
+        self.ray_pending: Any = None
+
+
+class LocalBackend:
+    name = "local"
+    max_workers: int | None = None
+
+    def __init__(self) -> None:
+        self._env = os.environ.copy()
+        pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        pp = self._env.get("PYTHONPATH", "")
+        self._env["PYTHONPATH"] = pkg_parent + (os.pathsep + pp if pp else "")
+        self._env.setdefault("PYTHONFAULTHANDLER", "1")
+
+    def start_worker(self, handle: WorkerHandle, config: WorkerConfig) -> None:
+        parent, child = socket.socketpair()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "prs_nb.engine.worker", str(child.fileno())],
+                pass_fds=(child.fileno(),),
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        finally:
+            child.close()
+        parent.setblocking(True)
+        conn = Connection(parent.detach())
+        handle.conn = conn
+        handle.proc = proc
+        handle.pid = proc.pid
+        try:
+            handle.pidfd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            handle.pidfd = None  # connection EOF still reveals a death
+        conn.send(("config", config))
+
+    def send(self, handle: WorkerHandle, msg: tuple[Any, ...]) -> None:
+        assert handle.conn is not None  # noqa: S101 - internal invariant
+        handle.conn.send(msg)
+
+    def wait(self, handles: list[WorkerHandle], timeout: float | None) -> list[tuple[WorkerHandle, Any]]:
+        by_obj: dict[Any, WorkerHandle] = {}
+        for h in handles:
+            if h.conn is not None:
+                by_obj[h.conn] = h
+            if h.pidfd is not None:
+                by_obj[h.pidfd] = h
+        if not by_obj:
+            if timeout:
+                time.sleep(min(timeout, 0.05))
+            return []
+        ready = mp_wait(list(by_obj), timeout)
+        out: list[tuple[WorkerHandle, Any]] = []
+        dead: set[int] = set()
+        for obj in ready:
+            h = by_obj[obj]
+            if id(h) in dead:
+                continue
+            if obj is h.conn:
+                conn = h.conn
+                try:
+                    out.append((h, conn.recv()))
+                    # Drain what else is already buffered, without blocking.
+                    while conn.poll(0):
+                        out.append((h, conn.recv()))
+                except (EOFError, OSError):
+                    dead.add(id(h))
+                    out.append((h, DIED))
+            else:  # pidfd readable: the process exited; read what it sent before dying
+                conn = h.conn
+                try:
+                    while conn is not None and conn.poll(0):
+                        out.append((h, conn.recv()))
+                except (EOFError, OSError):
+                    pass
+                dead.add(id(h))
+                out.append((h, DIED))
+        return out
+
+    def reap(self, handle: WorkerHandle) -> int | None:
+        proc = handle.proc
+        if proc is None:
+            return None
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        self._close(handle)
+        handle.exit_code = code
+        return code
+
+    def kill(self, handle: WorkerHandle) -> int | None:
+        proc = handle.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return self.reap(handle)
+
+    def _close(self, handle: WorkerHandle) -> None:
+        if handle.conn is not None:
+            handle.conn.close()
+            handle.conn = None
+        if handle.pidfd is not None:
+            os.close(handle.pidfd)
+            handle.pidfd = None
+
+    def close(self) -> None:
+        return None
+
+
+class InlineBackend:
+    """Runs the worker runtime in the calling process, one batch at a time (no timeouts)."""
+
+    name = "inline"
+    max_workers = 1
+
+    def start_worker(self, handle: WorkerHandle, config: WorkerConfig) -> None:
+        import dataclasses
+
+        cfg = dataclasses.replace(config, redirect_output=False)
+        rt = WorkerRuntime(cfg)
+        handle.runtime = rt
+        handle.pid = os.getpid()
+        status = rt.start()
+        if status[0] != "ready":
+            rt.restore()
+        handle.outbox.append(status)
+
+    def send(self, handle: WorkerHandle, msg: tuple[Any, ...]) -> None:
+        rt = handle.runtime
+        assert rt is not None  # noqa: S101 - internal invariant
+        if msg[0] == "run":
+            handle.outbox.append(rt.run_batch(msg[1], msg[2], msg[3]))
+        elif msg[0] == "stop":
+            handle.outbox.append(("bye", rt.stop()))
+
+    def wait(self, handles: list[WorkerHandle], timeout: float | None) -> list[tuple[WorkerHandle, Any]]:
+        out: list[tuple[WorkerHandle, Any]] = []
+        for h in handles:
+            while h.outbox:
+                out.append((h, h.outbox.popleft()))
+        return out
+
+    def kill(self, handle: WorkerHandle) -> int | None:
+        if handle.runtime is not None:
+            handle.runtime.restore()
+        return None
+
+    def reap(self, handle: WorkerHandle) -> int | None:
+        return self.kill(handle)
+
+    def close(self) -> None:
+        return None
+

@@ -1,0 +1,570 @@
+"""The scheduler: one thread in the driver that keeps every worker busy and applies the contract.
+
+::
+
+    InputPlan (lazy) --> pending deque ---+                  +--> AppendRowWriter + journal
+                         retry deque -----+--> dispatch -->  |
+                                               (<=2 in flight per worker)
+    backend.wait(conns, pidfds, timeout = nearest deadline)  --> ok / err / died / ready
+                                               |
+                       accounting: attempts, thresholds, retries, timeouts --> events --> listeners
+
+No polling: the loop sleeps in ``backend.wait`` until a worker speaks, dies, or the nearest
+deadline (a ``run()`` timeout, an ``init()`` deadline, a progress tick) is due.
+
+Rules (contract 6 and 12): an attempt fails on an exception, a timeout, the worker dying, or a
+return value that is not list/tuple/DataFrame; a failed attempt is retried while attempts remain
+(``max_retries + 1`` in all); a mini-batch counts as failed only once its attempts are exhausted, and
+then all its items count as failed items. Short returns count ``items - returned`` failed items but
+do not fail the mini-batch. The job fails as soon as a count is strictly greater than its limit
+(-1, or 100 for the percent, disables); ``allowed_failed_percent`` is checked once every
+mini-batch has been scheduled. A replaced worker runs ``init()`` again; a node whose ``init()``
+failed ``3 x workers_per_node`` times is not restarted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from prs_nb import events as ev
+from prs_nb.engine.backends import DIED, WorkerHandle
+from prs_nb.entry import WorkerConfig
+from prs_nb.spec import EffectiveSettings
+
+PREFETCH = 2
+LOOKAHEAD = 10_000
+PROGRESS_EVERY_S = 0.25
+STOP_GRACE_S = 30.0
+
+
+class BatchRecord:
+    """What the driver remembers of one mini-batch (one row of RunResult.batches)."""
+
+    __slots__ = ("index", "items", "attempts", "status", "node_id", "process_name", "start", "end",
+                 "returned", "failed_items", "error_kind", "exc_type", "message", "traceback", "label")
+
+    def __init__(self, index: int, items: int | None, label: str) -> None:
+        self.index = index
+        self.items = items
+        self.attempts = 0
+        self.status = "Pending"
+        self.node_id = -1
+        self.process_name = ""
+        self.start = 0.0
+        self.end = 0.0
+        self.returned = 0
+        self.failed_items = 0
+        self.error_kind = ""
+        self.exc_type = ""
+        self.message = ""
+        self.traceback = ""
+        self.label = label
+
+
+@dataclasses.dataclass
+class Outcome:
+    status: str
+    reason: str
+    records: dict[int, BatchRecord]
+    attempts: list[ev.BatchFailed]
+    total: int
+    succeeded: int
+    failed: int
+    items_total: int
+    items_succeeded: int
+    items_failed: int
+    limit: str | None
+    workers_started: int
+    init_failures: list[ev.InitFailed]
+    start: float
+    end: float
+    timeline: list[tuple[int, int, int, str, float, float, str]]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        settings: EffectiveSettings,
+        plan: Iterator[Any],
+        backend: Any,
+        worker_config: WorkerConfig,
+        writer: Any,
+        listeners: list[Any],
+        skip: set[int] | None = None,
+        workers_per_node: int | None = None,
+        instance_count: int | None = None,
+    ) -> None:
+        self.s = settings
+        self.backend = backend
+        self.config = worker_config
+        self.writer = writer
+        self.listeners = listeners
+        self.skip = skip or set()
+        self._it = iter(plan)
+        self.per_node = workers_per_node or settings.workers_per_node
+        self.nodes = instance_count or settings.instance_count
+        if backend.max_workers is not None:
+            self.per_node = min(self.per_node, backend.max_workers)
+            self.nodes = 1
+        self.max_attempts = settings.max_attempts
+        self.timeout = settings.timeout
+        self.pending: deque[Any] = deque()
+        self.retry: deque[Any] = deque()
+        self.listing_done = False
+        self.listed = 0
+        self.records: dict[int, BatchRecord] = {}
+        self.workers: list[WorkerHandle] = []
+        self.proc_counter = [0] * self.nodes
+        self.init_fail = [0] * self.nodes
+        self.node_stopped = [False] * self.nodes
+        self.init_failures: list[ev.InitFailed] = []
+        self.failed_attempts: list[ev.BatchFailed] = []
+        self.timeline: list[tuple[int, int, int, str, float, float, str]] = []
+        self.succeeded = 0
+        self.failed = 0
+        self.items_ok = 0
+        self.items_failed = 0
+        self.items_seen = 0
+        self.running = 0
+        self.dispatched_all = False
+        self.abort_reason: str | None = None
+        self.abort_limit: str | None = None
+        self.canceled = False
+        self.workers_started = 0
+        self._last_progress = 0.0
+        self.t0 = time.time()
+        self._m0 = time.monotonic()
+
+    # ---------------------------------------------------------------- events
+    def emit(self, event: Any) -> None:
+        for listener in self.listeners:
+            listener.on_event(event)
+
+    def _now(self) -> float:
+        # wall-clock timestamps derived from one monotonic clock (no jumps inside a run)
+        return self.t0 + (time.monotonic() - self._m0)
+
+    # ---------------------------------------------------------------- listing
+    def _pull(self, n: int) -> None:
+        while not self.listing_done and len(self.pending) < n:
+            try:
+                mb = next(self._it)
+            except StopIteration:
+                self.listing_done = True
+                self.emit(ev.BatchesListed(self.listed, True))
+                return
+            self.listed += 1
+            if mb.index in self.skip:
+                continue
+            self.records[mb.index] = BatchRecord(mb.index, mb.items, mb.describe())
+            self.pending.append(mb)
+
+    def _next_batch(self) -> Any | None:
+        if self.retry:
+            return self.retry.popleft()
+        if not self.pending:
+            self._pull(LOOKAHEAD)
+        if self.pending:
+            return self.pending.popleft()
+        return None
+
+    def _work_left(self) -> bool:
+        if self.retry or self.pending:
+            return True
+        if not self.listing_done:
+            self._pull(1)
+            return bool(self.pending)
+        return False
+
+    # ---------------------------------------------------------------- workers
+    def _start_worker(self, node: int) -> None:
+        self.proc_counter[node] += 1
+        name = f"process{self.proc_counter[node]:03d}"
+        h = WorkerHandle(node, name)
+        cfg = dataclasses.replace(self.config, node_id=node, process_name=name)
+        self.workers.append(h)
+        self.workers_started += 1
+        self.backend.start_worker(h, cfg)
+        self.emit(ev.WorkerStarted(node, name, h.pid, self._now()))
+
+    def _live_on_node(self, node: int) -> int:
+        return sum(1 for w in self.workers if w.node_id == node and w.state in ("starting", "ready"))
+
+    def _replace(self, node: int) -> None:
+        if self.abort_reason or self.canceled or self.node_stopped[node]:
+            return
+        if self._live_on_node(node) < self.per_node and self._work_left():
+            self._start_worker(node)
+
+    def _remove(self, h: WorkerHandle, *, kill: bool, reason: str) -> None:
+        code = self.backend.kill(h) if kill else self.backend.reap(h)
+        h.state = "dead"
+        if h in self.workers:
+            self.workers.remove(h)
+        self.emit(ev.WorkerDied(h.node_id, h.process_name, h.pid, code, reason, self._now()))
+
+    # ---------------------------------------------------------------- dispatch
+    def _fill(self) -> None:
+        for h in self.workers:
+            if h.state != "ready":
+                continue
+            while len(h.inflight) < PREFETCH:
+                mb = self._next_batch()
+                if mb is None:
+                    return
+                rec = self.records[mb.index]
+                attempt = rec.attempts + 1
+                now = time.monotonic()
+                if not h.inflight:
+                    h.head_start = now
+                    self.running += 1
+                h.inflight.append((mb.index, attempt, mb, now))
+                self.backend.send(h, ("run", mb.index, attempt, mb))
+                self.emit(ev.BatchStarted(mb.index, attempt, h.node_id, h.process_name, self._now()))
+        if self.listing_done and not self.pending and not self.retry and not self.dispatched_all:
+            self.dispatched_all = True
+            self._check_percent()
+
+    # ---------------------------------------------------------------- outcomes
+    def _on_ok(self, h: WorkerHandle, msg: tuple[Any, ...]) -> None:
+        _, index, items, returned, text, header, run_s = msg
+        idx, attempt, mb, _sent = h.inflight.popleft()
+        now_m = time.monotonic()
+        start_m = h.head_start
+        self._advance_head(h, now_m)
+        rec = self.records[idx]
+        rec.attempts = attempt
+        rec.status = "Succeeded"
+        rec.node_id, rec.process_name = h.node_id, h.process_name
+        rec.start, rec.end = self._wall(start_m), self._wall(now_m)
+        n_items = items if items is not None else 0
+        rec.items = n_items
+        rec.returned = returned
+        failed_items = n_items - returned if returned < n_items else 0
+        rec.failed_items = failed_items
+        self.succeeded += 1
+        self.items_ok += n_items - failed_items
+        self.items_failed += failed_items
+        self.items_seen += n_items
+        self.writer.write(idx, attempt, text, header)
+        self.timeline.append((idx, attempt, h.node_id, h.process_name, rec.start, rec.end, "Succeeded"))
+        self.emit(ev.BatchSucceeded(idx, attempt, h.node_id, h.process_name, rec.start, rec.end, n_items,
+                                    returned, failed_items, run_s))
+        if failed_items:
+            self._check_items()
+
+    def _on_err(self, h: WorkerHandle, msg: tuple[Any, ...]) -> None:
+        _, index, items, kind, exc_type, message, tb, _run_s = msg
+        idx, attempt, mb, _sent = h.inflight.popleft()
+        now_m = time.monotonic()
+        start_m = h.head_start
+        self._advance_head(h, now_m)
+        self._attempt_failed(h, mb, attempt, start_m, now_m, items, kind, exc_type, message, tb)
+
+    def _advance_head(self, h: WorkerHandle, now_m: float) -> None:
+        if h.inflight:
+            h.head_start = now_m
+        else:
+            self.running -= 1
+
+    def _wall(self, m: float) -> float:
+        return self.t0 + (m - self._m0)
+
+    def _attempt_failed(self, h: WorkerHandle, mb: Any, attempt: int, start_m: float, end_m: float,
+                        items: int | None, kind: str, exc_type: str, message: str, tb: str) -> None:
+        rec = self.records[mb.index]
+        rec.attempts = attempt
+        if items is not None:
+            rec.items = items
+        will_retry = attempt < self.max_attempts and not self.abort_reason and not self.canceled
+        event = ev.BatchFailed(mb.index, attempt, h.node_id, h.process_name, h.pid, self._wall(start_m),
+                               self._wall(end_m), rec.items, kind, exc_type, message, tb, will_retry,
+                               mb.describe())
+        self.failed_attempts.append(event)
+        self.timeline.append((mb.index, attempt, h.node_id, h.process_name, event.start, event.end,
+                              "Timeout" if kind == "timeout" else "Failed"))
+        rec.node_id, rec.process_name = h.node_id, h.process_name
+        rec.start, rec.end = event.start, event.end
+        rec.error_kind, rec.exc_type, rec.message, rec.traceback = kind, exc_type, message, tb
+        self.emit(event)
+        if will_retry:
+            rec.status = "Retrying"
+            self.retry.append(mb)
+            return
+        rec.status = "Failed"
+        rec.failed_items = rec.items or 0
+        self.failed += 1
+        self.items_failed += rec.items or 0
+        self.items_seen += rec.items or 0
+        self.writer.skip(mb.index)
+        self._check_batches()
+        self._check_items()
+        self._check_percent()
+
+    # ---------------------------------------------------------------- thresholds
+    def _abort(self, limit: str, reason: str) -> None:
+        if self.abort_reason is None:
+            self.abort_reason = reason
+            self.abort_limit = limit
+
+    def _check_items(self) -> None:
+        t = self.s.error_threshold
+        if t != -1 and self.items_failed > t:
+            self._abort("error_threshold",
+                        f"error_threshold exceeded: {self.items_failed} failed items > error_threshold {t}")
+
+    def _check_batches(self) -> None:
+        t = self.s.mini_batch_error_threshold
+        if t != -1 and self.failed > t:
+            self._abort("mini_batch_error_threshold",
+                        f"mini_batch_error_threshold exceeded: {self.failed} failed mini-batches > "
+                        f"mini_batch_error_threshold {t}")
+
+    def _check_percent(self) -> None:
+        pct = self.s.allowed_failed_percent
+        if pct >= 100 or not self.dispatched_all:
+            return
+        total = len(self.records)
+        if total and self.failed * 100.0 / total > pct:
+            self._abort("allowed_failed_percent",
+                        f"allowed_failed_percent exceeded: {self.failed} of {total} mini-batches failed "
+                        f"({self.failed * 100.0 / total:.1f}%) > allowed_failed_percent {pct:g}")
+
+    # ---------------------------------------------------------------- worker messages
+    def _on_ready(self, h: WorkerHandle, msg: tuple[Any, ...]) -> None:
+        h.state = "ready"
+        self.emit(ev.WorkerReady(h.node_id, h.process_name, h.pid, float(msg[1])))
+
+    def _on_init_err(self, h: WorkerHandle, exc_type: str, message: str, tb: str) -> None:
+        node = h.node_id
+        self.init_fail[node] += 1
+        failure = ev.InitFailed(node, h.process_name, h.pid, message, exc_type, tb)
+        self.init_failures.append(failure)
+        self.emit(failure)
+        self._remove(h, kill=False, reason=f"init() failed: {exc_type}: {message}")
+        if self.init_fail[node] >= 3 * self.per_node:
+            self.node_stopped[node] = True
+        if all(self.node_stopped):
+            self._abort("init", (f"init() failed {sum(self.init_fail)} times ({3 * self.per_node} allowed per "
+                                 f"node); last error: {exc_type}: {message}"))
+            return
+        self._replace(node)
+
+    def _on_died(self, h: WorkerHandle) -> None:
+        was_starting = h.state == "starting"
+        code = self.backend.reap(h)
+        h.state = "dead"
+        if h in self.workers:
+            self.workers.remove(h)
+        reason = describe_exit(code)
+        self.emit(ev.WorkerDied(h.node_id, h.process_name, h.pid, code, reason, self._now()))
+        if not h.inflight:
+            if was_starting:
+                self._on_init_err_dead(h, code, reason)
+            else:
+                self._replace(h.node_id)
+            return
+        now_m = time.monotonic()
+        idx, attempt, mb, _ = h.inflight.popleft()
+        self.running -= 1
+        self._attempt_failed(h, mb, attempt, h.head_start, now_m, mb.items, "worker_died",
+                             "WorkerDied", f"worker {h.process_name} (pid {h.pid}) {reason}", "")
+        self._requeue_rest(h)
+        self._replace(h.node_id)
+
+    def _on_init_err_dead(self, h: WorkerHandle, code: int | None, reason: str) -> None:
+        node = h.node_id
+        self.init_fail[node] += 1
+        failure = ev.InitFailed(node, h.process_name, h.pid, f"worker {reason} during init()", "WorkerDied", "")
+        self.init_failures.append(failure)
+        self.emit(failure)
+        if self.init_fail[node] >= 3 * self.per_node:
+            self.node_stopped[node] = True
+        if all(self.node_stopped):
+            self._abort("init", f"init() failed {sum(self.init_fail)} times; last: worker {reason} during init()")
+            return
+        self._replace(node)
+
+    def _requeue_rest(self, h: WorkerHandle) -> None:
+        # Batches sent but not started: back to the front of the queue, no attempt used.
+        while h.inflight:
+            _idx, _attempt, mb, _ = h.inflight.pop()
+            self.retry.appendleft(mb)
+
+    def _on_timeout(self, h: WorkerHandle, now_m: float) -> None:
+        idx, attempt, mb, _ = h.inflight.popleft()
+        start_m = h.head_start
+        self.running -= 1
+        self._remove(h, kill=True, reason=f"killed: run() exceeded the {self.timeout:g}s timeout")
+        self._attempt_failed(h, mb, attempt, start_m, now_m, mb.items, "timeout", "TimeoutError",
+                             f"run() did not finish within retry_settings.timeout = {self.timeout:g}s "
+                             f"(worker {h.process_name}, pid {h.pid} killed)", "")
+        self._requeue_rest(h)
+        self._replace(h.node_id)
+
+    def _init_deadline(self) -> float:
+        return 3 * self.timeout + 30
+
+    # ---------------------------------------------------------------- main loop
+    def run(self) -> Outcome:
+        start = self._now()
+        self._pull(LOOKAHEAD)
+        if self.listing_done or self.pending:
+            self.emit(ev.BatchesListed(self.listed, self.listing_done))
+        try:
+            if self._work_left():
+                for node in range(self.nodes):
+                    for _ in range(self.per_node):
+                        self._start_worker(node)
+            self._loop()
+        except KeyboardInterrupt:
+            self.canceled = True
+        finally:
+            self._stop_workers()
+        status = "Completed"
+        reason = ""
+        if self.canceled:
+            status, reason = "Canceled", "canceled by the user (KeyboardInterrupt)"
+        elif self.abort_reason:
+            status, reason = "Failed", self.abort_reason
+        elif any(r.status not in ("Succeeded", "Failed") for r in self.records.values()):
+            status, reason = "Failed", "not every mini-batch was processed"
+        total = len(self.records)
+        items_total = sum((r.items or 0) for r in self.records.values())
+        return Outcome(status, reason, self.records, self.failed_attempts, total, self.succeeded, self.failed,
+                       items_total, self.items_ok, self.items_failed, self.abort_limit, self.workers_started,
+                       self.init_failures, start, self._now(), self.timeline)
+
+    def _loop(self) -> None:
+        backend = self.backend
+        while True:
+            if self.abort_reason or self.canceled:
+                return
+            self._fill()
+            if self.abort_reason:
+                return
+            if not self.workers:
+                if not self._work_left() and self.running == 0:
+                    return
+                if all(self.node_stopped):
+                    return
+                for node in range(self.nodes):
+                    self._replace(node)
+                if not self.workers:
+                    return
+            if self.running == 0 and not self._work_left() and all(not w.inflight for w in self.workers):
+                return
+            timeout = self._next_wakeup()
+            for h, msg in backend.wait(list(self.workers), timeout):
+                if h.state == "dead":
+                    continue
+                if msg is DIED:
+                    self._on_died(h)
+                    continue
+                tag = msg[0]
+                if tag == "ok":
+                    self._on_ok(h, msg)
+                elif tag == "err":
+                    self._on_err(h, msg)
+                elif tag == "ready":
+                    self._on_ready(h, msg)
+                elif tag == "init_err":
+                    self._on_init_err(h, msg[1], msg[2], msg[3])
+            self._check_deadlines()
+            self._maybe_progress()
+
+    def _next_wakeup(self) -> float | None:
+        now = time.monotonic()
+        deadlines = [PROGRESS_EVERY_S]
+        for w in self.workers:
+            if w.inflight:
+                deadlines.append(w.head_start + self.timeout - now)
+            elif w.state == "starting":
+                deadlines.append(w.started_at + self._init_deadline() - now)
+        return max(0.0, min(deadlines))
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for w in list(self.workers):
+            if w.state == "dead" or self.backend.name == "inline":
+                continue
+            if w.inflight and now >= w.head_start + self.timeout:
+                self._on_timeout(w, now)
+            elif w.state == "starting" and now >= w.started_at + self._init_deadline():
+                self._remove(w, kill=True, reason="killed: init() did not finish in time")
+                self._on_init_err_dead(w, None, f"init() did not finish within {self._init_deadline():g}s")
+
+    def _maybe_progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        self.writer.flush()
+        self.emit(ev.Progress(len(self.records) if self.listing_done else None, self.succeeded + self.failed,
+                              self.succeeded, self.failed, self.running, self.items_ok, self.items_failed,
+                              self._now()))
+
+    def _stop_workers(self) -> None:
+        """Graceful stop (shutdown()) for idle workers; kill the busy ones (abort/cancel)."""
+        stopping = []
+        for w in list(self.workers):
+            if w.inflight or w.state != "ready":
+                if w.inflight:
+                    self.running -= 1
+                    for idx, _a, _mb, _ in w.inflight:
+                        rec = self.records.get(idx)
+                        if rec is not None and rec.status in ("Pending", "Retrying"):
+                            rec.status = "Canceled" if self.canceled else "NotRun"
+                    w.inflight.clear()
+                self._remove(w, kill=True, reason="stopped: job ended" if not self.canceled else "canceled")
+                continue
+            try:
+                self.backend.send(w, ("stop",))
+                w.state = "stopping"
+                stopping.append(w)
+            except (OSError, EOFError):
+                self._remove(w, kill=True, reason="could not be stopped")
+        deadline = time.monotonic() + min(STOP_GRACE_S, self.timeout)
+        waiting = list(stopping)
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for h, msg in self.backend.wait(waiting, left):
+                if msg is DIED or (isinstance(msg, tuple) and msg[0] == "bye"):
+                    if h in waiting:
+                        waiting.remove(h)
+                        self._remove(h, kill=False, reason="exited after shutdown()")
+        for h in waiting:
+            self._remove(h, kill=True, reason="killed: shutdown() did not finish in time")
+        for rec in self.records.values():
+            if rec.status in ("Pending", "Retrying"):
+                rec.status = "Canceled" if self.canceled else "NotRun"
+        self._maybe_progress(force=True)
+
+
+def describe_exit(code: int | None) -> str:
+    """Exit code or signal in words, with the likely cause."""
+    import signal as _signal
+
+    if code is None:
+        return "ended (exit code unknown)"
+    if code < 0:
+        try:
+            name = _signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        cause = {
+            "SIGKILL": "killed (out of memory? the OOM killer sends SIGKILL; or killed by a user/timeout)",
+            "SIGSEGV": "crashed with a segmentation fault (a bug in a C extension?)",
+            "SIGABRT": "aborted (a failed assertion in native code?)",
+            "SIGBUS": "crashed with a bus error (memory-mapped file gone?)",
+            "SIGTERM": "terminated",
+        }.get(name, "killed by a signal")
+        return f"died of {name} (exit code {code}): {cause}"
+    return f"exited with code {code} (os._exit() or sys.exit() in user code?)"

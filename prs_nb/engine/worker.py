@@ -1,0 +1,60 @@
+"""A worker process: ``python -m prs_nb.engine.worker <fd>``.
+
+Started by the local backend with one end of a socketpair as ``<fd>``. It never imports the
+caller's ``__main__`` (functions travel by value with cloudpickle), so a script that calls prs_nb
+needs no ``if __name__ == "__main__"`` guard.
+
+Protocol (pickled tuples over a multiprocessing Connection)::
+
+    driver -> worker : ("config", WorkerConfig)  once
+    worker -> driver : ("ready", init_seconds) | ("init_err", exc_type, message, traceback)
+    driver -> worker : ("run", index, attempt, MiniBatch)          many, up to 2 in flight
+    worker -> driver : ("ok", index, items, returned, text, header, run_seconds)
+                     | ("err", index, items, kind, exc_type, message, traceback, run_seconds)
+    driver -> worker : ("stop",)
+    worker -> driver : ("bye", shutdown_error_or_None)  then exits 0
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from multiprocessing.connection import Connection
+
+
+def main(argv: list[str]) -> int:
+    fd = int(argv[1])
+    conn = Connection(fd)
+    # The driver owns interrupts: Ctrl-C in a terminal reaches the whole process group, and the
+    # driver decides to stop workers; a worker that died of SIGINT would look like a crash.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tag, config = conn.recv()
+    if tag != "config":
+        return 3
+    from prs_nb.entry import WorkerRuntime
+
+    runtime = WorkerRuntime(config)
+    status = runtime.start()
+    conn.send(status)
+    if status[0] != "ready":
+        conn.close()
+        return 4
+    recv = conn.recv
+    send = conn.send
+    run_batch = runtime.run_batch
+    while True:
+        try:
+            msg = recv()
+        except EOFError:  # driver gone: nothing left to do
+            return 0
+        if msg[0] == "run":
+            send(run_batch(msg[1], msg[2], msg[3]))
+        elif msg[0] == "stop":
+            err = runtime.stop()
+            send(("bye", err))
+            conn.close()
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

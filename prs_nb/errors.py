@@ -1,0 +1,115 @@
+"""The prs_nb exception tree.
+
+::
+
+    PrsError                                  every error prs_nb raises on purpose
+     +-- ConfigError(PrsError, ValueError)     a setting, argument or spec is invalid
+     +-- InputDataError(PrsError, ValueError)  an input cannot be listed or read
+     +-- EntryScriptError(PrsError, ImportError)  the entry script/functions cannot be loaded
+     +-- JobFailedError(PrsError, RuntimeError)   a job ended Failed/Canceled (carries the RunResult)
+     +-- WorkerError(PrsError, RuntimeError)      a worker process died / timed out (per attempt)
+     +-- UserCodeError(PrsError, RuntimeError)    init()/run()/shutdown() raised (per attempt)
+
+A message says what failed, where, what was expected and what was got, and what to do.
+Exceptions carry structured fields and survive pickling (they cross process boundaries).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PrsError(Exception):
+    """Base class of every error prs_nb raises on purpose."""
+
+
+class ConfigError(PrsError, ValueError):
+    """A job setting, argument or spec file is invalid."""
+
+
+class InputDataError(PrsError, ValueError):
+    """An input cannot be listed, split or read."""
+
+
+class EntryScriptError(PrsError, ImportError):
+    """The entry script or the shipped functions cannot be loaded."""
+
+
+class WorkerError(PrsError, RuntimeError):
+    """A worker process died or was killed (timeout) while running a mini-batch."""
+
+    def __init__(self, message: str, *, exit_code: int | None = None, kind: str = "died") -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_worker_error, (str(self), self.exit_code, self.kind))
+
+
+def _rebuild_worker_error(message: str, exit_code: int | None, kind: str) -> WorkerError:
+    return WorkerError(message, exit_code=exit_code, kind=kind)
+
+
+class UserCodeError(PrsError, RuntimeError):
+    """The user's init()/run()/shutdown() raised; ``remote_traceback`` is the user's own traceback."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exc_type: str = "",
+        remote_traceback: str = "",
+        mini_batch_index: int | None = None,
+        attempt: int | None = None,
+        process_name: str | None = None,
+        pid: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.exc_type = exc_type
+        self.remote_traceback = remote_traceback
+        self.mini_batch_index = mini_batch_index
+        self.attempt = attempt
+        self.process_name = process_name
+        self.pid = pid
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_user_code_error,
+            (str(self), self.exc_type, self.remote_traceback, self.mini_batch_index, self.attempt,
+             self.process_name, self.pid),
+        )
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if self.remote_traceback:
+            return f"{base}\n\nWorker traceback:\n{self.remote_traceback.rstrip()}"
+        return base
+
+
+def _rebuild_user_code_error(message: str, exc_type: str, tb: str, idx: int | None, attempt: int | None,
+                             process_name: str | None, pid: int | None) -> UserCodeError:
+    return UserCodeError(message, exc_type=exc_type, remote_traceback=tb, mini_batch_index=idx,
+                         attempt=attempt, process_name=process_name, pid=pid)
+
+
+class JobFailedError(PrsError, RuntimeError):
+    """A job ended Failed or Canceled; ``result`` holds the RunResult with counts, errors and log paths."""
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (JobFailedError, (str(self), self.result))
+
+
+__all__ = [
+    "PrsError",
+    "ConfigError",
+    "InputDataError",
+    "EntryScriptError",
+    "WorkerError",
+    "UserCodeError",
+    "JobFailedError",
+]

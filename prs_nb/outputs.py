@@ -1,0 +1,261 @@
+"""append_row output: formatting in the workers, exactly-once appending in the driver.
+
+Formatting (contract 12): list/tuple items one per line as ``str(item)``; DataFrames as
+``to_csv(sep=" ", header=False, index=False)``, overridable by ``parallel_run_step.settings.json``
+in the code folder (``{"append_row": {"pandas.DataFrame.to_csv": {"sep": ","}}}``) and by
+``--append_row_dataframe_header True`` (the header line is written once, before the first rows).
+
+The driver writes each successful mini-batch's text once and records it in the journal
+(``<index>\\t<attempt>\\t<output offset after>``) after the output is flushed, so a resumed run can
+truncate a half-written output back to the last journaled offset.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any
+
+from prs_nb.errors import ConfigError
+from prs_nb.spec import DEFAULT_APPEND_ROW_FILE_NAME, JobSpec
+
+SETTINGS_FILE = "parallel_run_step.settings.json"
+
+
+class RowFormatter:
+    """Turns run()'s return value into (count, text, header) in the worker."""
+
+    def __init__(self, append_row: bool, header: bool, csv_kwargs: dict[str, Any]) -> None:
+        self.append_row = append_row
+        self.header = header
+        kwargs = {"sep": " ", "header": False, "index": False}
+        kwargs.update(csv_kwargs)
+        if kwargs.get("header"):
+            self.header = True
+        kwargs["header"] = False
+        self.csv_kwargs = kwargs
+
+    def format(self, result: Any) -> tuple[int, str, str | None]:
+        from prs_nb.entry import BadReturnError
+
+        if isinstance(result, (list, tuple)):
+            if not self.append_row:
+                return len(result), "", None
+            if not result:
+                return 0, "", None
+            return len(result), "\n".join(map(str, result)) + "\n", None
+        mod = type(result).__module__
+        if mod.startswith("pandas") and type(result).__name__ == "DataFrame":
+            n = len(result)
+            if not self.append_row or n == 0:
+                return n, "", self._header(result) if self.append_row else None
+            buf = io.StringIO()
+            result.to_csv(buf, **self.csv_kwargs)
+            return n, buf.getvalue(), self._header(result)
+        got = "None" if result is None else type(result).__name__
+        raise BadReturnError(
+            f"run() must return a list, tuple or pandas.DataFrame with one element per successful item "
+            f"(got {got}); return e.g. the mini_batch itself or a list of result strings"
+        )
+
+    def _header(self, df: Any) -> str | None:
+        if not self.header:
+            return None
+        kw = dict(self.csv_kwargs)
+        kw["header"] = True
+        buf = io.StringIO()
+        df.head(0).to_csv(buf, **kw)
+        return buf.getvalue()
+
+
+def load_settings_json(code_dir: str | None) -> dict[str, Any]:
+    """The to_csv keyword arguments from ``parallel_run_step.settings.json`` in the code folder."""
+    if not code_dir:
+        return {}
+    path = os.path.join(code_dir, SETTINGS_FILE)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    section = data.get("append_row", {}) if isinstance(data, dict) else {}
+    kwargs = section.get("pandas.DataFrame.to_csv", {}) if isinstance(section, dict) else {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(
+            f"{path}: append_row.pandas.DataFrame.to_csv must be an object of to_csv arguments, e.g. "
+            f'{{"sep": ","}} (got {type(kwargs).__name__})'
+        )
+    allowed = {"sep", "index", "header", "na_rep", "float_format", "quoting", "quotechar", "lineterminator",
+               "date_format", "doublequote", "escapechar", "decimal", "columns", "encoding"}
+    unknown = set(kwargs) - allowed
+    if unknown:
+        raise ConfigError(f"{path}: unsupported to_csv arguments {sorted(unknown)}; supported: {sorted(allowed)}")
+    return dict(kwargs)
+
+
+def _safe_join(root: str, name: str, what: str) -> str:
+    if not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        raise ConfigError(f"{what} must be a relative name inside the run directory (got {name!r})")
+    return os.path.join(root, name)
+
+
+def resolve_output_paths(spec: JobSpec, run_dir: str, base_dir: str) -> dict[str, str]:
+    """Local path of every declared output: the bound path, the port's path, or run_dir/outputs/<name>."""
+    out: dict[str, str] = {}
+    for name, port in spec.outputs.items():
+        bound = spec.output_bindings.get(name) or port.path
+        if bound:
+            path = bound if os.path.isabs(bound) else os.path.join(base_dir, bound)
+        else:
+            path = _safe_join(os.path.join(run_dir, "outputs"), name, f"output name {name!r}")
+            if port.type == "uri_file":
+                path = os.path.join(path, DEFAULT_APPEND_ROW_FILE_NAME)
+        out[name] = os.path.abspath(path)
+    return out
+
+
+def append_row_path(spec: JobSpec, output_paths: dict[str, str]) -> str | None:
+    """The append_row file: the uri_file output itself, or <folder>/<append_row_file_name>."""
+    name = spec.append_row_output
+    if name is None:
+        return None
+    path = output_paths[name]
+    if spec.outputs[name].type == "uri_file":
+        return path
+    file_name = spec.append_row_file_name or DEFAULT_APPEND_ROW_FILE_NAME
+    return os.path.join(path, file_name)
+
+
+class AppendRowWriter:
+    """Appends each successful mini-batch's rows once; optional ordering by mini-batch index."""
+
+    FLUSH_BYTES = 1 << 20
+
+    def __init__(self, path: str, journal_path: str, ordered: bool = False, start_offset: int | None = None) -> None:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.path = path
+        mode = "r+b" if start_offset is not None and os.path.exists(path) else "wb"
+        self._fh = open(path, mode)  # noqa: SIM115 - kept open for the job's lifetime
+        if start_offset is not None and mode == "r+b":
+            self._fh.truncate(start_offset)
+            self._fh.seek(start_offset)
+        self._journal = open(journal_path, "a", encoding="utf-8")  # noqa: SIM115
+        self._pending_journal: list[str] = []
+        self._buffered = 0
+        self.offset = self._fh.tell()
+        self.ordered = ordered
+        self._next = 0
+        self._held: dict[int, tuple[int, str]] = {}
+        self._skipped: set[int] = set()
+        self._header_written = self.offset > 0
+        self.rows_written = 0
+
+    def write(self, index: int, attempt: int, text: str, header: str | None) -> None:
+        if header and not self._header_written:
+            self._emit_raw(header)
+            self._header_written = True
+        if not self.ordered:
+            self._emit(index, attempt, text)
+            return
+        self._held[index] = (attempt, text)
+        self._drain()
+
+    def skip(self, index: int) -> None:
+        """Mark a mini-batch that will never produce rows (failed for good), for ordered output."""
+        if self.ordered:
+            self._skipped.add(index)
+            self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            if self._next in self._held:
+                attempt, text = self._held.pop(self._next)
+                self._emit(self._next, attempt, text)
+            elif self._next in self._skipped:
+                self._skipped.discard(self._next)
+            else:
+                return
+            self._next += 1
+
+    def _emit_raw(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self._fh.write(data)
+        self.offset += len(data)
+        self._buffered += len(data)
+
+    def _emit(self, index: int, attempt: int, text: str) -> None:
+        if text:
+            self._emit_raw(text)
+            self.rows_written += text.count("\n")
+        self._pending_journal.append(f"{index}\t{attempt}\t{self.offset}\n")
+        if self._buffered >= self.FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        # Output first, then the journal: the journal never claims rows the file does not hold.
+        self._fh.flush()
+        if self._pending_journal:
+            self._journal.write("".join(self._pending_journal))
+            self._journal.flush()
+            self._pending_journal.clear()
+        self._buffered = 0
+
+    def close(self) -> None:
+        if self.ordered:
+            # Whatever is still held (gaps from a canceled job) is written in index order.
+            for index in sorted(self._held):
+                attempt, text = self._held.pop(index)
+                self._emit(index, attempt, text)
+        self.flush()
+        self._fh.close()
+        self._journal.close()
+
+
+class JournalOnly:
+    """summary_only jobs still journal finished mini-batches (for resume)."""
+
+    def __init__(self, journal_path: str) -> None:
+        self._journal = open(journal_path, "a", encoding="utf-8")  # noqa: SIM115
+        self._pending: list[str] = []
+        self.path = None
+        self.rows_written = 0
+
+    def write(self, index: int, attempt: int, text: str, header: str | None) -> None:
+        self._pending.append(f"{index}\t{attempt}\t0\n")
+        if len(self._pending) >= 1024:
+            self.flush()
+
+    def skip(self, index: int) -> None:
+        return None
+
+    def flush(self) -> None:
+        if self._pending:
+            self._journal.write("".join(self._pending))
+            self._journal.flush()
+            self._pending.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self._journal.close()
+
+
+def read_journal(journal_path: str) -> tuple[set[int], int]:
+    """Finished mini-batch indices and the last journaled output offset (for resume)."""
+    done: set[int] = set()
+    offset = 0
+    if not os.path.exists(journal_path):
+        return done, offset
+    with open(journal_path, encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 3 or not line.endswith("\n"):
+                break  # a torn last line: everything before it stands
+            try:
+                done.add(int(parts[0]))
+                offset = int(parts[2])
+            except ValueError:
+                break
+    return done, offset

@@ -1,0 +1,173 @@
+"""RunResult: what a finished (or failed, or canceled) job leaves behind.
+
+pandas is imported only when a table is asked for, so worker processes never pay for it.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from prs_nb.errors import JobFailedError
+
+BATCH_COLUMNS = ["index", "items", "returned", "failed_items", "attempts", "status", "node_id", "process",
+                 "start", "duration", "error_type", "error", "first_items"]
+ERROR_COLUMNS = ["index", "attempt", "kind", "error_type", "message", "will_retry", "node_id", "process", "pid",
+                 "start", "duration", "items", "first_items", "traceback"]
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run.
+
+    ``status`` is ``Completed``, ``Failed`` or ``Canceled``; ``reason`` says why a job did not
+    complete (which limit was exceeded, with the counts). ``counts`` holds mini-batch and item
+    totals. ``batches`` / ``errors`` are DataFrames (one row per mini-batch / per failed attempt).
+    ``output_path`` is the append_row file (None for summary_only); ``logs_dir`` Azure's log tree.
+    """
+
+    job_name: str
+    run_id: str
+    run_dir: str
+    status: str
+    reason: str
+    counts: dict[str, int]
+    output_paths: dict[str, str]
+    output_path: str | None
+    logs_dir: str
+    limit: str | None = None
+    duration: float = 0.0
+    reused: bool = False
+    backend: str = "local"
+    read_options: dict[str, Any] = field(default_factory=dict)
+    _batch_rows: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
+    _error_rows: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
+    timeline_rows: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
+
+    # ------------------------------------------------------------------ tables
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "Completed"
+
+    @property
+    def batches(self) -> Any:
+        """One row per mini-batch: index, items, returned, failed_items, attempts, status, node_id,
+        process, start, duration (seconds), error_type, error, first_items."""
+        import pandas as pd
+
+        return pd.DataFrame(self._batch_rows, columns=BATCH_COLUMNS)
+
+    @property
+    def errors(self) -> Any:
+        """One row per failed attempt, with the user's traceback (worker frames first)."""
+        import pandas as pd
+
+        return pd.DataFrame(self._error_rows, columns=ERROR_COLUMNS)
+
+    @property
+    def timeline(self) -> Any:
+        """One row per attempt: index, attempt, node_id, process, start, end, outcome."""
+        import pandas as pd
+
+        return pd.DataFrame(self.timeline_rows,
+                            columns=["index", "attempt", "node_id", "process", "start", "end", "outcome"])
+
+    def to_pandas(self, **read_csv_kwargs: Any) -> Any:
+        """Read the append_row output back into a DataFrame.
+
+        Defaults match how it was written: ``sep=" "``, no header (unless
+        ``--append_row_dataframe_header`` was set), overridable with read_csv keyword arguments.
+        """
+        import pandas as pd
+
+        if self.output_path is None:
+            raise JobFailedError(f"job {self.job_name!r} has no append_row output (summary_only): set "
+                                 "task append_row_to='${{outputs.<name>}}' to aggregate run() results", self)
+        kwargs: dict[str, Any] = {"sep": " ", "header": None}
+        kwargs.update(self.read_options)
+        kwargs.update(read_csv_kwargs)
+        if not os.path.exists(self.output_path) or os.path.getsize(self.output_path) == 0:
+            return pd.DataFrame()
+        return pd.read_csv(self.output_path, **kwargs)
+
+    def read_lines(self) -> list[str]:
+        """The append_row output as a list of lines (for list/tuple results)."""
+        if self.output_path is None or not os.path.exists(self.output_path):
+            return []
+        with open(self.output_path, encoding="utf-8") as fh:
+            return fh.read().splitlines()
+
+    def raise_for_status(self) -> RunResult:
+        """Raise :class:`JobFailedError` unless the job Completed; return self otherwise."""
+        if self.status != "Completed":
+            raise JobFailedError(self.summary(), self)
+        return self
+
+    # ------------------------------------------------------------------ display
+    def summary(self, max_errors: int = 3) -> str:
+        c = self.counts
+        lines = [
+            f"prs_nb job {self.job_name!r} run {self.run_id}: {self.status}"
+            + (f" - {self.reason}" if self.reason else "")
+            + (" (reused a previous identical run)" if self.reused else ""),
+            f"  mini-batches: {c.get('total', 0)} total, {c.get('succeeded', 0)} succeeded, "
+            f"{c.get('failed', 0)} failed" + (f", {c['not_run']} not run" if c.get("not_run") else ""),
+            f"  items:        {c.get('items_total', 0)} total, {c.get('items_succeeded', 0)} succeeded, "
+            f"{c.get('items_failed', 0)} failed",
+            f"  time:         {self.duration:.2f} s on {c.get('workers', 0)} worker process(es), backend "
+            f"{self.backend}",
+        ]
+        if self.output_path:
+            lines.append(f"  output:       {self.output_path}")
+        lines.append(f"  logs:         {self.logs_dir}  (start with job_result.txt)")
+        final = [r for r in self._error_rows if not r[5]]
+        if self._error_rows:
+            lines.append(f"  failed attempts: {len(self._error_rows)} ({len(final)} final)")
+            for r in self._error_rows[:max_errors]:
+                lines.append(f"    mini-batch {r[0]} attempt {r[1]} on {r[7]}: {r[3]}: {_one_line(r[4])}")
+            if len(self._error_rows) > max_errors:
+                lines.append(f"    ... first {max_errors} shown, {len(self._error_rows) - max_errors} more in "
+                             "result.errors")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        c = self.counts
+        return (f"<RunResult {self.job_name!r} {self.status}: {c.get('succeeded', 0)}/{c.get('total', 0)} "
+                f"mini-batches succeeded, {c.get('failed', 0)} failed>")
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        c = self.counts
+        color = {"Completed": "#2e7d32", "Failed": "#c62828", "Canceled": "#ef6c00"}.get(self.status, "#555")
+        rows = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+            for k, v in [("mini-batches", f"{c.get('succeeded', 0)} succeeded / {c.get('failed', 0)} failed / "
+                                          f"{c.get('total', 0)} total"),
+                         ("items", f"{c.get('items_succeeded', 0)} succeeded / {c.get('items_failed', 0)} failed"),
+                         ("duration", f"{self.duration:.2f} s"),
+                         ("output", self.output_path or "(summary_only)"),
+                         ("logs", self.logs_dir)]
+        )
+        err = ""
+        if self._error_rows:
+            items = "".join(
+                f"<tr><td>{r[0]}</td><td>{r[1]}</td><td>{html.escape(str(r[7]))}</td><td>{html.escape(r[3])}</td>"
+                f"<td><details><summary>{html.escape(_one_line(r[4]))}</summary><pre>{html.escape(r[13])}</pre>"
+                f"</details></td></tr>"
+                for r in self._error_rows[:10]
+            )
+            more = len(self._error_rows) - 10
+            err = ("<table><tr><th>mini-batch</th><th>attempt</th><th>process</th><th>error</th><th>message</th></tr>"
+                   f"{items}</table>" + (f"<p>... {more} more in result.errors</p>" if more > 0 else ""))
+        reason = f"<p>{html.escape(self.reason)}</p>" if self.reason else ""
+        return (f"<div><b>prs_nb job {html.escape(self.job_name)}</b> run {html.escape(self.run_id)}: "
+                f"<b style='color:{color}'>{html.escape(self.status)}</b>{reason}<table>{rows}</table>{err}</div>")
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    first = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return first if len(first) <= limit else first[: limit - 3] + "..."

@@ -1,0 +1,269 @@
+"""Engine behaviour with real worker processes: oracle vs inline, entry scripts, context, arguments,
+outputs, timeouts, crashes, init failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+
+from prs_nb import Input, Output, RunFunction, parallel_run_function
+
+# ---------------------------------------------------------------- module-level entry functions
+
+
+def double_rows(mini_batch):
+    return mini_batch.assign(y=mini_batch["x"] * 2)
+
+
+def names(mini_batch):
+    return [os.path.basename(p) for p in mini_batch]
+
+
+def with_context(mini_batch, mini_batch_context):
+    return [f"{mini_batch_context.minibatch_index}:{mini_batch_context.global_row_index_lower_bound}:"
+            f"{mini_batch_context.dataset}:{len(mini_batch)}"]
+
+
+def hang_on_3(mini_batch):
+    if any(os.path.basename(p).startswith("003") for p in mini_batch):
+        time.sleep(60)
+    return names(mini_batch)
+
+
+def exit_on_2(mini_batch):
+    if any(os.path.basename(p).startswith("002") for p in mini_batch):
+        os._exit(7)
+    return names(mini_batch)
+
+
+def sigkill_on_1_once(mini_batch):
+    for p in mini_batch:
+        if os.path.basename(p).startswith("001") and not os.path.exists(p + ".killed"):
+            open(p + ".killed", "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return names(mini_batch)
+
+
+def bad_init():
+    raise RuntimeError("model file missing")
+
+
+def exit_init():
+    os._exit(3)
+
+
+INIT_COUNT = {"n": 0}
+
+
+def counting_init():
+    INIT_COUNT["n"] += 1
+    with open(os.path.join(os.environ["MARK_DIR"], f"init-{os.getpid()}"), "w") as fh:
+        fh.write("1")
+
+
+def pid_run(mini_batch):
+    return [f"{os.getpid()} {os.environ.get('MY_VAR')}" for _ in mini_batch]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def make_files(root, n, name="in"):
+    d = root / name
+    d.mkdir()
+    for i in range(n):
+        (d / f"{i:03d}.txt").write_text(str(i))
+    return str(d)
+
+
+def file_job(run, *, name="t", **kw):
+    return parallel_run_function(
+        name=name, inputs={"data": Input(type="uri_folder")}, outputs={"out": Output()},
+        task=RunFunction(run=run, init=kw.pop("init", None), append_row_to="${{outputs.out}}",
+                         program_arguments=kw.pop("program_arguments", None)), **kw)
+
+
+# ---------------------------------------------------------------- oracle
+
+
+@pytest.mark.parametrize("backend,workers", [("local", 1), ("local", 2), ("local", 3)])
+def test_oracle_same_rows_as_inline(workdir, backend, workers):
+    df = pd.DataFrame({"x": range(1000)})
+    job = parallel_run_function(name="oracle", inputs={"t": Input(type="mltable")}, outputs={"o": Output()},
+                                mini_batch_size="1KB", task=RunFunction(run=double_rows, append_row_to="${{outputs.o}}"))
+    ref = job(t=df).run(backend="inline", progress=False)
+    got = job(t=df).run(backend=backend, max_concurrency_per_instance=workers, progress=False)
+    assert ref.status == got.status == "Completed"
+    assert ref.counts["total"] > 5
+    a = ref.to_pandas().sort_values(0).reset_index(drop=True)
+    b = got.to_pandas().sort_values(0).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    assert sorted(b[1]) == [2 * x for x in range(1000)]
+
+
+def test_ordered_output_is_in_mini_batch_order(workdir):
+    path = make_files(workdir, 40)
+    res = file_job(names, mini_batch_size="1", max_concurrency_per_instance=3, ordered_output=True)(data=path).run(
+        progress=False)
+    assert res.read_lines() == [f"{i:03d}.txt" for i in range(40)]
+
+
+# ---------------------------------------------------------------- entry script folder, argv, env, EntryScript
+
+
+def test_unchanged_azure_entry_script_folder(workdir):
+    src = workdir / "src"
+    src.mkdir()
+    (src / "helper.py").write_text("SUFFIX = '!'\n")
+    (src / "score.py").write_text(textwrap.dedent("""
+        import argparse, os
+        from azureml_user.parallel_run import EntryScript
+        import helper
+
+        def init():
+            global args, logger
+            parser = argparse.ArgumentParser()
+            parser.add_argument("--threshold", type=float)
+            parser.add_argument("--model")
+            args, _ = parser.parse_known_args()
+            logger = EntryScript().logger
+            logger.info("init threshold=%s", args.threshold)
+
+        def run(mini_batch):
+            es = EntryScript()
+            print("processing", len(mini_batch))
+            return [f"{os.path.basename(p)} {args.threshold} {es.agent_name} {os.environ['GREETING']}{helper.SUFFIX}"
+                    for p in mini_batch]
+    """))
+    data = make_files(workdir, 5)
+    job = parallel_run_function(
+        name="score-files", inputs={"images": Input(type="uri_folder"), "threshold": Input(type="number", default=0.5)},
+        outputs={"scores": Output(type="uri_file")}, input_data="${{inputs.images}}", mini_batch_size="2",
+        max_concurrency_per_instance=2, environment_variables={"GREETING": "hi"},
+        task=RunFunction(code="./src", entry_script="score.py",
+                         program_arguments="--threshold ${{inputs.threshold}} --resource_monitor_interva 20",
+                         append_row_to="${{outputs.scores}}"))
+    res = job(images=Input(type="uri_folder", path=data), threshold=0.7).run(progress=False)
+    assert res.status == "Completed", res.summary()
+    lines = sorted(res.read_lines())
+    assert len(lines) == 5
+    assert all(" 0.7 process00" in ln and ln.endswith("hi!") for ln in lines)
+    logs = res.logs_dir
+    es_logs = os.listdir(os.path.join(logs, "user", "entry_script_log", "0"))
+    assert es_logs and any("init threshold=0.7" in open(os.path.join(logs, "user", "entry_script_log", "0", f)).read()
+                           for f in es_logs)
+    stdout_dir = os.path.join(logs, "user", "stdout", "0")
+    assert any("processing" in open(os.path.join(stdout_dir, f)).read() for f in os.listdir(stdout_dir))
+
+
+def test_context_argument_when_run_takes_two_parameters(workdir):
+    df = pd.DataFrame({"x": range(100)})
+    job = parallel_run_function(name="ctx", inputs={"t": Input(type="mltable")}, outputs={"o": Output()},
+                                mini_batch_size="400", task=RunFunction(run=with_context, append_row_to="${{outputs.o}}"))
+    res = job(t=df).run(progress=False)
+    rows = sorted(res.read_lines(), key=lambda s: int(s.split(":")[0]))
+    assert res.status == "Completed"
+    lower = 0
+    for i, row in enumerate(rows):
+        idx, low, dataset, n = row.split(":")
+        assert int(idx) == i and int(low) == lower and dataset == "t"
+        lower += int(n)
+    assert lower == 100
+
+
+def test_init_once_per_process_and_env_vars(workdir, monkeypatch):
+    marks = workdir / "marks"
+    marks.mkdir()
+    path = make_files(workdir, 30)
+    job = file_job(pid_run, init=counting_init, mini_batch_size="1", max_concurrency_per_instance=2,
+                   environment_variables={"MY_VAR": "v", "MARK_DIR": str(marks)})
+    res = job(data=path).run(progress=False)
+    lines = res.read_lines()
+    pids = {ln.split()[0] for ln in lines}
+    assert len(lines) == 30 and {ln.split()[1] for ln in lines} == {"v"}
+    assert len(os.listdir(marks)) == 2 and pids == {f.split("-")[1] for f in os.listdir(marks)}
+    assert "MY_VAR" not in os.environ
+
+
+# ---------------------------------------------------------------- failures with real processes
+
+
+def test_timeout_kills_worker_and_retries_on_a_fresh_one(workdir):
+    path = make_files(workdir, 6)
+    job = file_job(hang_on_3, mini_batch_size="1", max_concurrency_per_instance=2,
+                   retry_settings={"max_retries": 1, "timeout": 1})
+    t0 = time.monotonic()
+    res = job(data=path).run(progress=False)
+    assert time.monotonic() - t0 < 20
+    assert res.status == "Completed"
+    assert res.counts["failed"] == 1 and res.counts["succeeded"] == 5
+    errs = res.errors
+    assert list(errs["kind"]) == ["timeout", "timeout"] and list(errs["attempt"]) == [1, 2]
+    assert res.counts["workers"] >= 4  # two replacements
+    sys_err = os.path.join(res.logs_dir, "sys", "error", "0")
+    assert "RUN_TIMEOUT" in "".join(open(os.path.join(sys_err, f)).read() for f in os.listdir(sys_err))
+
+
+def test_worker_exit_fails_attempt_with_exit_code(workdir):
+    path = make_files(workdir, 5)
+    res = file_job(exit_on_2, mini_batch_size="1", max_concurrency_per_instance=2)(data=path).run(progress=False)
+    assert res.status == "Completed" and res.counts["failed"] == 1
+    errs = res.errors
+    assert set(errs["kind"]) == {"worker_died"} and len(errs) == 3
+    assert "exited with code 7" in errs["message"].iloc[0]
+
+
+def test_sigkill_mid_batch_is_retried_and_nothing_is_lost(workdir):
+    path = make_files(workdir, 8)
+    res = file_job(sigkill_on_1_once, mini_batch_size="1", max_concurrency_per_instance=2)(data=path).run(
+        progress=False)
+    assert res.status == "Completed" and res.counts["failed"] == 0
+    assert sorted(res.read_lines()) == [f"{i:03d}.txt" for i in range(8)]
+    assert "SIGKILL" in res.errors["message"].iloc[0]
+
+
+@pytest.mark.parametrize("init", [bad_init, exit_init])
+def test_init_that_keeps_failing_stops_the_job(workdir, init):
+    path = make_files(workdir, 3)
+    t0 = time.monotonic()
+    res = file_job(names, init=init, max_concurrency_per_instance=2)(data=path).run(progress=False)
+    assert time.monotonic() - t0 < 30
+    assert res.status == "Failed" and "init() failed" in res.reason
+    assert res.counts["workers"] == 6  # 3 x process_count_per_node, then the node is not restarted
+    if init is bad_init:
+        assert "model file missing" in res.reason
+        err_dir = os.path.join(res.logs_dir, "user", "error", "0")
+        assert "model file missing" in "".join(open(os.path.join(err_dir, f)).read() for f in os.listdir(err_dir))
+
+
+def _inner_failure(x):
+    return 1 / x
+
+
+def divide_by_zero(mini_batch):
+    return [_inner_failure(0) for _ in mini_batch]
+
+
+@pytest.mark.parametrize("backend", ["inline", "local"])
+def test_user_traceback_points_at_user_code(workdir, backend):
+    path = make_files(workdir, 2)
+    res = file_job(divide_by_zero, retry_settings={"max_retries": 0}, backend=backend)(data=path).run(progress=False)
+    err = res.errors.iloc[0]
+    assert err["error_type"] == "ZeroDivisionError" and err["first_items"].endswith("001.txt")
+    tb = err["traceback"]
+    assert "prs_nb" + os.sep + "entry.py" not in tb
+    assert "in divide_by_zero" in tb and "in _inner_failure" in tb and "return 1 / x" in tb
+
+
+def test_summary_only_counts_without_output(workdir):
+    path = make_files(workdir, 7)
+    job = parallel_run_function(name="so", inputs={"data": Input(type="uri_folder")}, mini_batch_size="3",
+                                task=RunFunction(run=names))
+    res = job(data=path).run(progress=False)
+    assert res.status == "Completed" and res.output_path is None
+    assert res.counts == {**res.counts, "total": 3, "succeeded": 3, "items_total": 7, "items_succeeded": 7}
