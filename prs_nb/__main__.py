@@ -1,0 +1,5 @@
+import sys
+
+from prs_nb.cli import main
+
+sys.exit(main())
