@@ -173,11 +173,9 @@ class WorkerRuntime:
         cfg = self.config
         from prs_nb import logs as logs_mod
 
-        for p in reversed(cfg.sys_path):
+        for p in cfg.sys_path:
             if p not in sys.path:
                 sys.path.append(p)
-        if logs_mod.SHIM_DIR not in sys.path:
-            sys.path.append(logs_mod.SHIM_DIR)
         self.logs = logs_mod.setup_worker_logging(
             cfg.logs_dir, cfg.node_id, cfg.process_name, cfg.logging_level, redirect_fds=cfg.redirect_output
         )
@@ -190,16 +188,8 @@ class WorkerRuntime:
         if workdir and os.path.isdir(workdir):
             self._saved_cwd = os.getcwd()
             os.chdir(workdir)
-        from azureml_user import parallel_run as shim  # provided by prs_nb/_shim
-
-        shim._configure(
-            logger=self.logs.entry_logger,
-            log_dir=os.path.join(cfg.logs_dir, "user", "entry_script_log", str(cfg.node_id)),
-            agent_name=cfg.process_name,
-            output_dir=cfg.output_dir,
-            working_dir=workdir or os.getcwd(),
-            node_id=cfg.node_id,
-        )
+        # `from azureml_user.parallel_run import EntryScript` works from here on (prs_nb/_shim)
+        self.logs.configure_entry_script(cfg.output_dir, workdir or os.getcwd())
         from prs_nb.outputs import RowFormatter
 
         self._fmt = RowFormatter(cfg.append_row, cfg.append_row_header, cfg.append_row_csv_kwargs)

@@ -198,6 +198,9 @@ class Scheduler:
     def _replace(self, node: int) -> None:
         if self.abort_reason or self.canceled or self.node_stopped[node]:
             return
+        starting = sum(1 for w in self.workers if w.node_id == node and w.state == "starting")
+        if self.init_fail[node] + starting >= 3 * self.per_node:
+            return  # enough init() attempts are under way to reach the node's limit
         if self._live_on_node(node) < self.per_node and self._work_left():
             self._start_worker(node)
 
@@ -210,6 +213,12 @@ class Scheduler:
 
     # ---------------------------------------------------------------- dispatch
     def _fill(self) -> None:
+        self._fill_workers()
+        if self.listing_done and not self.pending and not self.retry and not self.dispatched_all:
+            self.dispatched_all = True
+            self._check_percent()
+
+    def _fill_workers(self) -> None:
         for h in self.workers:
             if h.state != "ready":
                 continue
@@ -226,9 +235,6 @@ class Scheduler:
                 h.inflight.append((mb.index, attempt, mb, now))
                 self.backend.send(h, ("run", mb.index, attempt, mb))
                 self.emit(ev.BatchStarted(mb.index, attempt, h.node_id, h.process_name, self._now()))
-        if self.listing_done and not self.pending and not self.retry and not self.dispatched_all:
-            self.dispatched_all = True
-            self._check_percent()
 
     # ---------------------------------------------------------------- outcomes
     def _on_ok(self, h: WorkerHandle, msg: tuple[Any, ...]) -> None:
