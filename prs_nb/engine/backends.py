@@ -9,13 +9,14 @@
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections import deque
-from multiprocessing.connection import Connection, wait as mp_wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 from prs_nb.entry import WorkerConfig, WorkerRuntime
@@ -57,6 +58,8 @@ class LocalBackend:
         pp = self._env.get("PYTHONPATH", "")
         self._env["PYTHONPATH"] = pkg_parent + (os.pathsep + pp if pp else "")
         self._env.setdefault("PYTHONFAULTHANDLER", "1")
+        # one persistent epoll set: registering every fd on every wait() costs more than the work
+        self._sel = selectors.DefaultSelector()
 
     def start_worker(self, handle: WorkerHandle, config: WorkerConfig) -> None:
         parent, child = socket.socketpair()
@@ -79,6 +82,9 @@ class LocalBackend:
             handle.pidfd = os.pidfd_open(proc.pid)
         except (AttributeError, OSError):
             handle.pidfd = None  # connection EOF still reveals a death
+        self._sel.register(conn.fileno(), selectors.EVENT_READ, (handle, "conn"))
+        if handle.pidfd is not None:
+            self._sel.register(handle.pidfd, selectors.EVENT_READ, (handle, "pid"))
         conn.send(("config", config))
 
     def send(self, handle: WorkerHandle, msg: tuple[Any, ...]) -> None:
@@ -86,40 +92,27 @@ class LocalBackend:
         handle.conn.send(msg)
 
     def wait(self, handles: list[WorkerHandle], timeout: float | None) -> list[tuple[WorkerHandle, Any]]:
-        by_obj: dict[Any, WorkerHandle] = {}
-        for h in handles:
-            if h.conn is not None:
-                by_obj[h.conn] = h
-            if h.pidfd is not None:
-                by_obj[h.pidfd] = h
-        if not by_obj:
+        if not handles:
             if timeout:
                 time.sleep(min(timeout, 0.05))
             return []
-        ready = mp_wait(list(by_obj), timeout)
+        wanted = {id(h) for h in handles}
         out: list[tuple[WorkerHandle, Any]] = []
         dead: set[int] = set()
-        for obj in ready:
-            h = by_obj[obj]
-            if id(h) in dead:
+        for key, _mask in self._sel.select(timeout):
+            h, kind = key.data
+            if id(h) not in wanted or id(h) in dead:
                 continue
-            if obj is h.conn:
-                conn = h.conn
-                try:
+            conn = h.conn
+            try:
+                # Drain what is already buffered, without blocking.
+                while conn is not None and conn.poll(0):
                     out.append((h, conn.recv()))
-                    # Drain what else is already buffered, without blocking.
-                    while conn.poll(0):
-                        out.append((h, conn.recv()))
-                except (EOFError, OSError):
-                    dead.add(id(h))
-                    out.append((h, DIED))
-            else:  # pidfd readable: the process exited; read what it sent before dying
-                conn = h.conn
-                try:
-                    while conn is not None and conn.poll(0):
-                        out.append((h, conn.recv()))
-                except (EOFError, OSError):
-                    pass
+            except (EOFError, OSError):
+                dead.add(id(h))
+                out.append((h, DIED))
+                continue
+            if kind == "pid":  # the process exited; what it sent before dying was read above
                 dead.add(id(h))
                 out.append((h, DIED))
         return out
@@ -146,7 +139,16 @@ class LocalBackend:
                 pass
         return self.reap(handle)
 
+    def close(self) -> None:
+        self._sel.close()
+
     def _close(self, handle: WorkerHandle) -> None:
+        for fd in (handle.conn.fileno() if handle.conn is not None else None, handle.pidfd):
+            if fd is not None:
+                try:
+                    self._sel.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
         if handle.conn is not None:
             handle.conn.close()
             handle.conn = None
@@ -154,8 +156,6 @@ class LocalBackend:
             os.close(handle.pidfd)
             handle.pidfd = None
 
-    def close(self) -> None:
-        return None
 
 
 class InlineBackend:
@@ -180,7 +180,8 @@ class InlineBackend:
         rt = handle.runtime
         assert rt is not None  # noqa: S101 - internal invariant
         if msg[0] == "run":
-            handle.outbox.append(rt.run_batch(msg[1], msg[2], msg[3]))
+            for index, attempt, mb in msg[1]:
+                handle.outbox.append(rt.run_batch(index, attempt, mb))
         elif msg[0] == "stop":
             handle.outbox.append(("bye", rt.stop()))
 

@@ -36,6 +36,8 @@ from prs_nb.entry import WorkerConfig
 from prs_nb.spec import EffectiveSettings
 
 PREFETCH = 2
+MAX_DEPTH = 64
+QUEUE_SECONDS = 0.02
 LOOKAHEAD = 10_000
 PROGRESS_EVERY_S = 0.25
 STOP_GRACE_S = 30.0
@@ -137,6 +139,7 @@ class Scheduler:
         self.canceled = False
         self.workers_started = 0
         self._last_progress = 0.0
+        self._avg_run: float | None = None
         self.t0 = time.time()
         self._m0 = time.monotonic()
 
@@ -218,28 +221,52 @@ class Scheduler:
             self.dispatched_all = True
             self._check_percent()
 
+    def _depth(self) -> int:
+        """How many mini-batches a worker holds (running + queued): enough queued work to hide the
+        round trip (about QUEUE_SECONDS of run() time), never more than a fair share of what is left."""
+        avg = self._avg_run
+        depth = PREFETCH if avg is None else int(QUEUE_SECONDS / max(avg, 1e-6)) + 1
+        depth = max(PREFETCH, min(MAX_DEPTH, depth))
+        if self.listing_done:
+            ready = sum(1 for w in self.workers if w.state == "ready") or 1
+            left = len(self.pending) + len(self.retry)
+            depth = min(depth, max(PREFETCH, -(-left // ready)))
+        return depth
+
     def _fill_workers(self) -> None:
+        depth = self._depth()
         for h in self.workers:
             if h.state != "ready":
                 continue
-            while len(h.inflight) < PREFETCH:
+            want = depth - len(h.inflight)
+            if want <= 0 or (h.inflight and want < depth // 2):
+                continue  # top up in bundles: fewer, larger messages
+            bundle = []
+            now = time.monotonic()
+            wall = self._now()
+            while len(bundle) < want:
                 mb = self._next_batch()
                 if mb is None:
-                    return
+                    break
                 rec = self.records[mb.index]
                 attempt = rec.attempts + 1
-                now = time.monotonic()
                 if not h.inflight:
                     h.head_start = now
                     self.running += 1
                 h.inflight.append((mb.index, attempt, mb, now))
-                self.backend.send(h, ("run", mb.index, attempt, mb))
-                self.emit(ev.BatchStarted(mb.index, attempt, h.node_id, h.process_name, self._now()))
+                bundle.append((mb.index, attempt, mb))
+                self.emit(ev.BatchStarted(mb.index, attempt, h.node_id, h.process_name, wall))
+            if bundle:
+                self.backend.send(h, ("run", bundle))
+            else:
+                return
 
     # ---------------------------------------------------------------- outcomes
     def _on_ok(self, h: WorkerHandle, msg: tuple[Any, ...]) -> None:
         _, index, items, returned, text, header, run_s = msg
         idx, attempt, mb, _sent = h.inflight.popleft()
+        avg = self._avg_run
+        self._avg_run = run_s if avg is None else avg + 0.05 * (run_s - avg)
         now_m = time.monotonic()
         start_m = h.head_start
         self._advance_head(h, now_m)
@@ -265,8 +292,10 @@ class Scheduler:
             self._check_items()
 
     def _on_err(self, h: WorkerHandle, msg: tuple[Any, ...]) -> None:
-        _, index, items, kind, exc_type, message, tb, _run_s = msg
+        _, index, items, kind, exc_type, message, tb, run_s = msg
         idx, attempt, mb, _sent = h.inflight.popleft()
+        avg = self._avg_run
+        self._avg_run = run_s if avg is None else avg + 0.05 * (run_s - avg)
         now_m = time.monotonic()
         start_m = h.head_start
         self._advance_head(h, now_m)

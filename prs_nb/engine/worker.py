@@ -8,7 +8,8 @@ Protocol (pickled tuples over a multiprocessing Connection)::
 
     driver -> worker : ("config", WorkerConfig)  once
     worker -> driver : ("ready", init_seconds) | ("init_err", exc_type, message, traceback)
-    driver -> worker : ("run", index, attempt, MiniBatch)          many, up to 2 in flight
+    driver -> worker : ("run", [(index, attempt, MiniBatch), ...])  bundles; the driver keeps about
+                                                                     20 ms of work queued per worker
     worker -> driver : ("ok", index, items, returned, text, header, run_seconds)
                      | ("err", index, items, kind, exc_type, message, traceback, run_seconds)
     driver -> worker : ("stop",)
@@ -48,7 +49,8 @@ def main(argv: list[str]) -> int:
         except EOFError:  # driver gone: nothing left to do
             return 0
         if msg[0] == "run":
-            send(run_batch(msg[1], msg[2], msg[3]))
+            for index, attempt, mb in msg[1]:
+                send(run_batch(index, attempt, mb))
         elif msg[0] == "stop":
             err = runtime.stop()
             send(("bye", err))
