@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import psutil
@@ -37,33 +36,32 @@ from bench import work  # noqa: E402  (module-level functions importable by ever
 WORKERS = 2
 
 
-class PeakRSS:
-    """Samples the RSS of this process and all its children (every 20 ms) and keeps the peak sum."""
+def run_measured(cmd: list[str]) -> tuple[float, int, str]:
+    """Run ``cmd`` in a fresh process; return (wall seconds, peak RSS of its whole process tree, stdout).
 
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(0.02)
-
-    def __enter__(self) -> PeakRSS:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
+    The tree's RSS is sampled every 20 ms (psutil) and summed over the process and all descendants."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    root = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        total = 0
+        try:
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            procs = []
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        peak = max(peak, total)
+        time.sleep(0.02)
+    out, err = proc.communicate()
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd} failed ({proc.returncode}): {err[-2000:]}")
+    return dt, peak, out
 
 
 def timed(fn, *args, **kwargs):
@@ -139,7 +137,7 @@ def bench_throughput(root: str, n: int) -> list[tuple[str, float, float]]:
 
 
 def bench_scaling(root: str) -> dict[str, float]:
-    from prs_nb import Input, RunFunction, parallel_run_function
+    from prs_nb import RunFunction, parallel_run_function
 
     out: dict[str, float] = {}
     for workers in (1, 2):
@@ -155,7 +153,6 @@ def bench_scaling(root: str) -> dict[str, float]:
             t0 = time.perf_counter()
             list(p.imap_unordered(work.burn_50ms_item, range(64), chunksize=1))
             out[f"pool_{workers}"] = time.perf_counter() - t0
-    _ = Input
     return out
 
 
@@ -182,37 +179,18 @@ def make_csv(root: str, mb: int) -> str:
     return path
 
 
-def _read_csv_whole(path: str) -> int:
-    import pandas as pd
-
-    return len(pd.read_csv(path))
-
-
 def bench_csv(root: str, mb: int) -> dict[str, float]:
-    from prs_nb import Input, RunFunction, parallel_run_function
-
     path = make_csv(root, mb)
-    size = os.path.getsize(path)
-    out: dict[str, float] = {"bytes": size}
-    # one-process pandas.read_csv of the whole file, in a fresh process (measured from outside)
-    with PeakRSS() as peak:
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", f"import pandas as pd; print(len(pd.read_csv({path!r})))"],
-                       check=True, capture_output=True)
-        out["read_csv_s"] = time.perf_counter() - t0
-    out["read_csv_peak"] = peak.peak
-    job = parallel_run_function(
-        name="bench_csv", inputs={"t": Input(type="mltable")}, mini_batch_size="4MB",
-        max_concurrency_per_instance=WORKERS, runs_root=os.path.join(root, "runs"),
-        task=RunFunction(run=work.count_rows))
-    with PeakRSS() as peak:
-        t0 = time.perf_counter()
-        res = job(t=path).run(progress=False)
-        out["prs_s"] = time.perf_counter() - t0
-    assert res.status == "Completed", res.summary()
-    out["prs_peak"] = peak.peak
-    out["prs_rows"] = res.counts["items_total"]
-    out["prs_batches"] = res.counts["total"]
+    out: dict[str, float] = {"bytes": os.path.getsize(path)}
+    # both in fresh processes, measured from outside (wall time and peak RSS of the process tree)
+    dt, peak, _ = run_measured([sys.executable, "-c", f"import pandas as pd; print(len(pd.read_csv({path!r})))"])
+    out["read_csv_s"], out["read_csv_peak"] = dt, peak
+    dt, peak, text = run_measured([sys.executable, os.path.join(HERE, "csv_job.py"), path, os.path.join(root, "runs"),
+                                   str(WORKERS)])
+    out["prs_s"], out["prs_peak"] = dt, peak
+    vals = dict(line.split("=", 1) for line in text.strip().splitlines() if "=" in line)
+    out["prs_rows"] = float(vals["rows"])
+    out["prs_batches"] = float(vals["batches"])
     return out
 
 
