@@ -25,7 +25,16 @@ from prs_nb.errors import (
     WorkerError,
 )
 from prs_nb.results import RunResult
-from prs_nb.spec import Input, JobSpec, Output, RetrySettings, RunFunction, parse_mini_batch_size
+from prs_nb.spec import (
+    AssetTypes,
+    Input,
+    InputOutputModes,
+    JobSpec,
+    Output,
+    RetrySettings,
+    RunFunction,
+    parse_mini_batch_size,
+)
 
 __version__ = "0.1.0"
 
@@ -61,6 +70,8 @@ __all__ = [
     "ParallelJob",
     "Input",
     "Output",
+    "AssetTypes",
+    "InputOutputModes",
     "RetrySettings",
     "BatchRetrySettings",
     "JobSpec",

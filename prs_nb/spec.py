@@ -35,6 +35,30 @@ _OUTPUT_REF_RE = re.compile(r"^\$\{\{\s*outputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}
 _FORBIDDEN_FILE_CHARS = set('~"#%&*:<>?/\\{|}')
 
 
+class AssetTypes:
+    """Input/output type names, as ``azure.ai.ml.constants.AssetTypes``."""
+
+    URI_FILE = "uri_file"
+    URI_FOLDER = "uri_folder"
+    MLTABLE = "mltable"
+    CUSTOM_MODEL = "custom_model"
+    MLFLOW_MODEL = "mlflow_model"
+    TRITON_MODEL = "triton_model"
+
+
+class InputOutputModes:
+    """Data modes, as ``azure.ai.ml.constants.InputOutputModes`` (recorded; local paths are used as they are)."""
+
+    MOUNT = "mount"
+    DOWNLOAD = "download"
+    UPLOAD = "upload"
+    RO_MOUNT = "ro_mount"
+    RW_MOUNT = "rw_mount"
+    EVAL_MOUNT = "eval_mount"
+    EVAL_DOWNLOAD = "eval_download"
+    DIRECT = "direct"
+
+
 def parse_mini_batch_size(value: int | str | None, *, where: str = "mini_batch_size") -> int | None:
     """Parse ``mini_batch_size`` exactly as Azure's client does (contract 5.1), rejecting ``"0"``.
 
