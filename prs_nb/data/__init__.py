@@ -80,14 +80,18 @@ class InputPlan:
         return f"InputPlan({self.input_name!r}, {self.kind}: {self._description})"
 
 
-def plan_input(spec: JobSpec, settings: EffectiveSettings, base_dir: str | None = None) -> InputPlan:
+def plan_input(spec: JobSpec, settings: EffectiveSettings, base_dir: str | None = None, *,
+               count_rows: bool = True) -> InputPlan:
     """Plan the mini-batches of ``spec``'s ``input_data`` (see the module docstring for the rules).
 
     ``base_dir`` (default ``os.getcwd()``) resolves relative paths. File inputs take
     ``settings.explicit_mini_batch_size`` files per mini-batch (default 10); tabular inputs about that
     many bytes (default 1048576); with ``partition_keys`` (the size is then None) one mini-batch per
-    partition. Raises :class:`ConfigError` for an unusable binding and :class:`InputDataError` for
-    data that cannot be listed."""
+    partition. ``count_rows=False`` lets CSV / JSON Lines ranges skip the driver's row count (the
+    worker counts the rows it reads; ``items`` and ``global_row_index_lower_bound`` are then None):
+    the engine asks for counts only when ``run`` takes the context argument. Raises
+    :class:`ConfigError` for an unusable binding and :class:`InputDataError` for data that cannot be
+    listed."""
     base = os.path.abspath(base_dir) if base_dir is not None else os.getcwd()
     name = spec.input_data_name
     if settings.rank_mini_batch_count > 0:
@@ -116,7 +120,7 @@ def plan_input(spec: JobSpec, settings: EffectiveSettings, base_dir: str | None 
 
         mlt_file = find_mltable(entries[0][1]) if len(entries) == 1 else None
         if mlt_file is not None:
-            return _mltable_plan(name, where, mlt_file, entries[0][0], keys, explicit)
+            return _mltable_plan(name, where, mlt_file, entries[0][0], keys, explicit, count_rows)
         from prs_nb.data.tabular import ReadOptions, extension_format
 
         for _, path in entries:
@@ -124,7 +128,7 @@ def plan_input(spec: JobSpec, settings: EffectiveSettings, base_dir: str | None 
                 extension_format(path, where=where)  # an unknown table type fails now, not mid-job
         size = explicit or DEFAULT_TABULAR_MINI_BATCH_SIZE
         return _table_plan(name, where, [p for _, p in entries], ReadOptions(), None, keys, size, what,
-                           skip_mltable=False)
+                           skip_mltable=False, count_rows=count_rows)
     size = explicit or DEFAULT_FILE_MINI_BATCH_SIZE
     return _files_plan(name, where, [p for _, p in entries], None, keys, size, what)
 
@@ -239,7 +243,8 @@ def _files_plan(name: str, where: str, paths: list[str], path_values: Callable[[
 
 
 def _table_plan(name: str, where: str, paths: list[str], opts: ReadOptions, mlt: MLTableSpec | None,
-                keys: Sequence[str], size: int, what: str, *, skip_mltable: bool) -> InputPlan:
+                keys: Sequence[str], size: int, what: str, *, skip_mltable: bool,
+                count_rows: bool = True) -> InputPlan:
     from prs_nb.data.mltable import MLTABLE_FILE
     from prs_nb.data.tabular import TablePlanner
 
@@ -249,7 +254,7 @@ def _table_plan(name: str, where: str, paths: list[str], opts: ReadOptions, mlt:
         return fmt_values(f.path) if fmt_values is not None else hive_values(f.rel)
 
     def parts() -> Iterator[Part]:
-        planner = TablePlanner(opts, where)
+        planner = TablePlanner(opts, where, count_rows=count_rows)
         files: Iterator[ListedFile] = iter_paths(paths, where=where, tabular=True)
         if skip_mltable:
             files = (f for f in files if os.path.basename(f.path) != MLTABLE_FILE)
@@ -268,7 +273,7 @@ def _table_plan(name: str, where: str, paths: list[str], opts: ReadOptions, mlt:
 
 
 def _mltable_plan(name: str, where: str, mlt_file: str, given: str, keys: Sequence[str],
-                  explicit: int | None) -> InputPlan:
+                  explicit: int | None, count_rows: bool = True) -> InputPlan:
     from prs_nb.data.mltable import load_mltable
 
     mlt = load_mltable(mlt_file, where=where)
@@ -281,5 +286,5 @@ def _mltable_plan(name: str, where: str, mlt_file: str, given: str, keys: Sequen
         return _files_plan(name, where, list(mlt.paths), values, keys, size, f"MLTable {given} (file list)")
     size = explicit or DEFAULT_TABULAR_MINI_BATCH_SIZE
     return _table_plan(name, where, list(mlt.paths), mlt.read, mlt, keys, size, f"MLTable {given} ({mlt.fmt})",
-                       skip_mltable=True)
+                       skip_mltable=True, count_rows=count_rows)
 

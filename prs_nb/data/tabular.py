@@ -225,6 +225,23 @@ def _cut(f: BinaryIO, pos: int, size: int, file_size: int) -> tuple[int, int]:
     return here, counter.rows
 
 
+def _cut_fast(f: BinaryIO, pos: int, size: int, file_size: int) -> int:
+    """End of the byte range starting at row boundary ``pos``: right after the first newline at or
+    after ``pos + size`` (or the end of the file), found without reading the range itself."""
+    here = pos + size
+    if here >= file_size:
+        return file_size
+    f.seek(here - 1)  # the byte before the target may itself be the newline
+    while True:
+        buf = f.read(_SEEK_CHUNK)
+        if not buf:
+            return file_size
+        idx = buf.find(b"\n")
+        if idx >= 0:
+            return min(file_size, here - 1 + idx + 1)
+        here += len(buf)
+
+
 def _parquet_rg_bytes(rg: Any) -> int:
     return sum(rg.column(j).total_compressed_size for j in range(rg.num_columns))
 
@@ -235,9 +252,10 @@ class TablePlanner:
     Remembers the first file's format (a tabular input holds one table format; mixing raises) and,
     for ``header: from_first_file``, the first file's header."""
 
-    def __init__(self, opts: ReadOptions, where: str) -> None:
+    def __init__(self, opts: ReadOptions, where: str, *, count_rows: bool = True) -> None:
         self.opts = opts
         self.where = where
+        self.count_rows = count_rows
         self._first: tuple[str, str, str | None] | None = None
         self._first_columns: tuple[str, ...] | None = None
 
@@ -358,6 +376,14 @@ class TablePlanner:
             file_size = os.fstat(f.fileno()).st_size
             pos, columns = self._layout(f, path, fmt, sep)
             row = 0
+            if not self.count_rows:
+                # No row count wanted: find each boundary with one small read (no pass over the data)
+                while pos < file_size:
+                    end = _cut_fast(f, pos, size, file_size)
+                    s = TableSlice(path, fmt, pos, end, columns=columns, partition_values=pv, options=opts)
+                    yield Part(None, s, {}, None, f"{path} bytes {pos}-{end}")
+                    pos = end
+                return
             while pos < file_size:
                 end, rows = _cut(f, pos, size, file_size)
                 if rows > 0:  # a range of blank lines only is not worth a run() call

@@ -116,6 +116,31 @@ def _check_entry_script(spec: JobSpec, base_dir: str) -> str:
     return code_dir
 
 
+def _wants_context(spec: JobSpec, code_dir: str | None) -> bool:
+    """Does run() take the context argument (so the driver must count rows for
+    global_row_index_lower_bound)? Functions are inspected; a script is parsed, never imported."""
+    from prs_nb.entry import takes_context
+
+    if spec.task.run is not None:
+        return takes_context(spec.task.run)
+    script = spec.task.entry_script or ""
+    path = os.path.join(code_dir or "", script)
+    if not script.endswith(".py") or not os.path.isfile(path):
+        return True  # a dotted module name: assume it may
+    import ast
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return True  # the worker reports the problem; count to be safe
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "run":
+            a = node.args
+            return a.vararg is not None or len(a.posonlyargs) + len(a.args) >= 2
+    return True
+
+
 def make_backend(name: str, address: str | None = None) -> Any:
     if name == "local":
         return LocalBackend()
@@ -190,7 +215,7 @@ def run_job(
     out_file = append_row_path(spec, output_paths)
     argv = [spec.task.entry_script or "<functions>", *resolve_program_arguments(spec, base_dir, output_paths)]
     csv_kwargs = load_settings_json(code_dir)
-    plan = plan_input(spec, settings, base_dir)
+    plan = plan_input(spec, settings, base_dir, count_rows=_wants_context(spec, code_dir))
     _write_job_yaml(spec, run_dir)
     output_dir = (os.path.dirname(out_file) if out_file else
                   next(iter(output_paths.values()), os.path.join(run_dir, "outputs")))
@@ -229,9 +254,15 @@ def run_job(
     sched.emit(ev.JobStarted(spec.name, run_id, run_dir, workers, backend.name, time.time()))
     try:
         outcome = sched.run()
-    finally:
+    except BaseException as exc:
+        # e.g. an InputDataError found while listing: the logs still say what happened
         writer.close()
         backend.close()
+        sched.emit(ev.JobFinished("Failed", f"{type(exc).__name__}: {exc}", {}, time.time()))
+        logs.close()
+        raise
+    writer.close()
+    backend.close()
     result = _result(spec, run_id, run_dir, logs_dir, output_paths, out_file, outcome, backend.name, settings,
                      csv_kwargs)
     sched.emit(ev.JobFinished(outcome.status, outcome.reason, result.counts, time.time()))

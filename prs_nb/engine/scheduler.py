@@ -39,6 +39,7 @@ PREFETCH = 2
 MAX_DEPTH = 64
 QUEUE_SECONDS = 0.02
 LOOKAHEAD = 10_000
+PULL_STEP = 32
 PROGRESS_EVERY_S = 0.25
 STOP_GRACE_S = 30.0
 
@@ -171,7 +172,7 @@ class Scheduler:
         if self.retry:
             return self.retry.popleft()
         if not self.pending:
-            self._pull(LOOKAHEAD)
+            self._pull(PULL_STEP)
         if self.pending:
             return self.pending.popleft()
         return None
@@ -448,9 +449,9 @@ class Scheduler:
     # ---------------------------------------------------------------- main loop
     def run(self) -> Outcome:
         start = self._now()
-        self._pull(LOOKAHEAD)
-        if self.listing_done or self.pending:
-            self.emit(ev.BatchesListed(self.listed, self.listing_done))
+        # List only what the first dispatch needs (input errors surface before any worker starts);
+        # the rest is listed while workers start and whenever the driver would otherwise idle.
+        self._pull(1)
         try:
             if self._work_left():
                 for node in range(self.nodes):
@@ -495,7 +496,14 @@ class Scheduler:
             if self.running == 0 and not self._work_left() and all(not w.inflight for w in self.workers):
                 return
             timeout = self._next_wakeup()
-            for h, msg in backend.wait(list(self.workers), timeout):
+            if not self.listing_done and len(self.pending) < LOOKAHEAD:
+                # List ahead (for an early total and ready work) but never keep a worker waiting:
+                # look for messages without blocking first.
+                timeout = 0.0
+            events = backend.wait(list(self.workers), timeout)
+            if not events and timeout == 0.0 and not self.listing_done:
+                self._pull(len(self.pending) + PULL_STEP)
+            for h, msg in events:
                 if h.state == "dead":
                     continue
                 if msg is DIED:

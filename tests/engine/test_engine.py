@@ -268,3 +268,29 @@ def test_summary_only_counts_without_output(workdir):
     res = job(data=path).run(progress=False)
     assert res.status == "Completed" and res.output_path is None
     assert res.counts == {**res.counts, "total": 3, "succeeded": 3, "items_total": 7, "items_succeeded": 7}
+
+
+def rows_with_context(mini_batch, mini_batch_context):
+    return [f"{mini_batch_context.global_row_index_lower_bound} {len(mini_batch)} {mini_batch.index[0]}"]
+
+
+def rows_plain(mini_batch):
+    return [f"{len(mini_batch)} {mini_batch['id'].iloc[0]}"]
+
+
+@pytest.mark.parametrize("run", [rows_with_context, rows_plain])
+def test_csv_rows_counted_by_driver_only_when_run_takes_context(workdir, run):
+    pd.DataFrame({"id": range(5000), "v": [f"value {i}" for i in range(5000)]}).to_csv("t.csv", index=False)
+    job = parallel_run_function(name="csvctx", inputs={"t": Input(type="mltable")}, outputs={"o": Output()},
+                                mini_batch_size="8KB", max_concurrency_per_instance=2,
+                                task=RunFunction(run=run, append_row_to="${{outputs.o}}"))
+    res = job(t="t.csv").run(progress=False)
+    assert res.status == "Completed" and res.counts["total"] > 5
+    assert res.counts["items_total"] == 5000  # one line per mini-batch: the rest are short-return failures
+    if run is rows_with_context:
+        rows = sorted(tuple(map(int, ln.split())) for ln in res.read_lines())
+        lower = 0
+        for lb, n, first_index in rows:
+            assert lb == lower == first_index
+            lower += n
+        assert lower == 5000
