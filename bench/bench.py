@@ -136,23 +136,25 @@ def bench_throughput(root: str, n: int) -> list[tuple[str, float, float]]:
 # ---------------------------------------------------------------- 2. CPU scaling
 
 
-def bench_scaling(root: str) -> dict[str, float]:
+def bench_scaling(root: str, repeat: int = 3) -> dict[str, float]:
+    """Best of ``repeat`` wall times (as timeit does) for prs_nb and multiprocessing.Pool, 1 and 2 workers."""
     from prs_nb import RunFunction, parallel_run_function
 
     out: dict[str, float] = {}
-    for workers in (1, 2):
-        job = parallel_run_function(
-            name="bench_cpu", mini_batch_size="1", max_concurrency_per_instance=workers,
-            runs_root=os.path.join(root, "runs"),
-            task=RunFunction(run=work.burn_50ms, program_arguments="--rank_mini_batch_count 64"),
-            inputs={}, input_data=None)
-        dt, res = timed(job.run, progress=False)
-        assert res.status == "Completed" and res.counts["total"] == 64, res.summary()
-        out[f"prs_nb_{workers}"] = dt
-        with mp.get_context("spawn").Pool(workers) as p:
-            t0 = time.perf_counter()
-            list(p.imap_unordered(work.burn_50ms_item, range(64), chunksize=1))
-            out[f"pool_{workers}"] = time.perf_counter() - t0
+    for _ in range(repeat):
+        for workers in (1, 2):
+            job = parallel_run_function(
+                name="bench_cpu", mini_batch_size="1", max_concurrency_per_instance=workers,
+                runs_root=os.path.join(root, "runs"),
+                task=RunFunction(run=work.burn_50ms, program_arguments="--rank_mini_batch_count 64"))
+            dt, res = timed(job.run, progress=False)
+            assert res.status == "Completed" and res.counts["total"] == 64, res.summary()
+            out[f"prs_nb_{workers}"] = min(dt, out.get(f"prs_nb_{workers}", dt))
+            with mp.get_context("spawn").Pool(workers) as p:
+                t0 = time.perf_counter()
+                list(p.imap_unordered(work.burn_50ms_item, range(64), chunksize=1))
+                dt = time.perf_counter() - t0
+            out[f"pool_{workers}"] = min(dt, out.get(f"pool_{workers}", dt))
     return out
 
 
@@ -267,7 +269,8 @@ def main() -> None:
         f"| prs_nb | {sc['prs_nb_1']:.2f} | {sc['prs_nb_2']:.2f} | **{sc['prs_nb_1'] / sc['prs_nb_2']:.2f}** |",
         f"| multiprocessing.Pool | {sc['pool_1']:.2f} | {sc['pool_2']:.2f} | {sc['pool_1'] / sc['pool_2']:.2f} |",
         "",
-        "Target: prs_nb speedup >= 1.9 (both timings include starting the workers).",
+        "Target: prs_nb speedup >= 1.9. Best of 3 runs each; prs_nb's timings include starting the workers, "
+        "the Pool's do not (its pool is started before the clock).",
         "",
         f"## 3. {csv['bytes'] / 2**20:.0f} MB CSV, trivial run(), {WORKERS} workers",
         "",

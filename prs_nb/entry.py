@@ -147,10 +147,12 @@ def format_exception(exc: BaseException, skip_frames_from: str | None = None) ->
 
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+# prs_nb's own calling frames (not user code that happens to live in the package, like the demo)
+_INTERNAL = tuple(os.path.join(_PKG_DIR, name) for name in ("entry.py", "outputs.py", "engine" + os.sep))
 
 
 def _is_internal(filename: str) -> bool:
-    return filename.startswith(_PKG_DIR) and "_shim" not in filename
+    return filename.startswith(_INTERNAL)
 
 
 class WorkerRuntime:

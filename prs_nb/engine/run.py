@@ -162,14 +162,15 @@ def progress_listener(progress: Any, spec: JobSpec) -> Any | None:
         return None
     if progress is not None and progress is not True and hasattr(progress, "on_event"):
         return progress
-    if "ipykernel" in sys.modules:
+    in_kernel = "ipykernel" in sys.modules
+    if in_kernel:
         try:
             from prs_nb.jupyter.progress import NotebookProgress  # only inside a kernel
         except ImportError:
-            NotebookProgress = None  # noqa: N806
+            NotebookProgress = None  # noqa: N806  (the notebook display is optional)
         if NotebookProgress is not None:
             return NotebookProgress(spec.name)
-    if progress is True or sys.stderr.isatty():
+    if progress is True or in_kernel or sys.stderr.isatty():
         from prs_nb.progress import TextProgress
 
         return TextProgress(spec.name)

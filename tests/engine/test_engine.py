@@ -294,3 +294,72 @@ def test_csv_rows_counted_by_driver_only_when_run_takes_context(workdir, run):
             assert lb == lower == first_index
             lower += n
         assert lower == 5000
+
+
+def test_two_nodes_give_the_same_rows_and_use_node_ids(workdir):
+    path = make_files(workdir, 20)
+    job = file_job(names, mini_batch_size="1", max_concurrency_per_instance=1, instance_count=2)
+    ref = job(data=path).run(backend="inline", progress=False)
+    res = job(data=path).run(progress=False)
+    assert sorted(res.read_lines()) == sorted(ref.read_lines()) == [f"{i:03d}.txt" for i in range(20)]
+    assert set(res.batches["node_id"]) <= {0, 1} and res.counts["workers"] == 2
+    assert os.path.isdir(os.path.join(res.logs_dir, "sys", "node", "1"))
+
+
+def test_text_progress_bar_reaches_the_end(workdir):
+    import io
+
+    from prs_nb.progress import TextProgress
+
+    buf = io.StringIO()
+    path = make_files(workdir, 12)
+    res = file_job(names, mini_batch_size="2")(data=path).run(progress=TextProgress("bar", file=buf))
+    assert res.status == "Completed"
+    text = buf.getvalue()
+    assert "6/6" in text and "100%" in text and "Completed" in text
+
+
+CANCEL_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    from prs_nb import Input, Output, RunFunction, parallel_run_function
+
+    def run(mini_batch):
+        time.sleep(0.5)
+        return [os.path.basename(p) for p in mini_batch]
+
+    job = parallel_run_function(name="cancel", inputs={"d": Input(type="uri_folder")}, outputs={"o": Output()},
+                                mini_batch_size="1", max_concurrency_per_instance=2,
+                                task=RunFunction(run=run, append_row_to="${{outputs.o}}"))
+    print("STARTED", flush=True)
+    res = job(d=sys.argv[1]).run(progress=False)
+    print("STATUS", res.status, res.counts["succeeded"], res.counts["not_run"], flush=True)
+    print("OUTPUT", len(res.read_lines()), flush=True)
+""")
+
+
+def test_ctrl_c_cancels_quickly_and_leaves_no_worker(workdir):
+    import subprocess
+    import sys
+
+    import psutil
+
+    path = make_files(workdir, 40)
+    (workdir / "cancel.py").write_text(CANCEL_SCRIPT)
+    proc = subprocess.Popen([sys.executable, "cancel.py", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().startswith("STARTED")
+    deadline = time.monotonic() + 20
+    workers = []
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = [p for p in psutil.Process(proc.pid).children() if "prs_nb.engine.worker" in " ".join(p.cmdline())]
+        time.sleep(0.05)
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 2.5, err
+    assert "STATUS Canceled" in out, out + err
+    succeeded = int(out.split("STATUS Canceled")[1].split()[0])
+    assert 0 < succeeded < 40
+    assert f"OUTPUT {succeeded}" in out  # what was appended stays, exactly once
+    assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in workers)
