@@ -23,7 +23,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import psutil
@@ -181,18 +180,22 @@ def make_csv(root: str, mb: int) -> str:
     return path
 
 
-def bench_csv(root: str, mb: int) -> dict[str, float]:
+def bench_csv(root: str, mb: int, repeat: int = 3) -> dict[str, float]:
+    """Best of ``repeat`` for each runner (wall time; peak RSS of that same run)."""
     path = make_csv(root, mb)
     out: dict[str, float] = {"bytes": os.path.getsize(path)}
     # both in fresh processes, measured from outside (wall time and peak RSS of the process tree)
-    dt, peak, _ = run_measured([sys.executable, "-c", f"import pandas as pd; print(len(pd.read_csv({path!r})))"])
-    out["read_csv_s"], out["read_csv_peak"] = dt, peak
-    dt, peak, text = run_measured([sys.executable, os.path.join(HERE, "csv_job.py"), path, os.path.join(root, "runs"),
-                                   str(WORKERS)])
-    out["prs_s"], out["prs_peak"] = dt, peak
-    vals = dict(line.split("=", 1) for line in text.strip().splitlines() if "=" in line)
-    out["prs_rows"] = float(vals["rows"])
-    out["prs_batches"] = float(vals["batches"])
+    for _ in range(repeat):
+        dt, peak, _ = run_measured([sys.executable, "-c", f"import pandas as pd; print(len(pd.read_csv({path!r})))"])
+        if dt < out.get("read_csv_s", float("inf")):
+            out["read_csv_s"], out["read_csv_peak"] = dt, peak
+        dt, peak, text = run_measured([sys.executable, os.path.join(HERE, "csv_job.py"), path,
+                                       os.path.join(root, "runs"), str(WORKERS)])
+        if dt < out.get("prs_s", float("inf")):
+            out["prs_s"], out["prs_peak"] = dt, peak
+        vals = dict(line.split("=", 1) for line in text.strip().splitlines() if "=" in line)
+        out["prs_rows"] = float(vals["rows"])
+        out["prs_batches"] = float(vals["batches"])
     return out
 
 
@@ -282,7 +285,8 @@ def main() -> None:
         "",
         f"Wall-time ratio prs_nb / read_csv = **{csv['prs_s'] / csv['read_csv_s']:.2f}** (target < 1); "
         f"memory ratio = **{csv['prs_peak'] / csv['read_csv_peak']:.2f}** (target <= 0.25). Peak RSS is sampled "
-        "every 20 ms over the driver and all workers (the read_csv figure includes its Python process).",
+        "every 20 ms over the driver and all workers (the read_csv figure includes its Python process). Best of 3 "
+        "fresh-process runs each, alternating.",
         "",
         "## 4. Start-up",
         "",

@@ -117,7 +117,7 @@ def parallel_run_function(
     if input_data is None:
         data_ports = [k for k, v in in_ports.items() if not v.is_literal]
         if len(data_ports) == 1:
-            input_data = "${{inputs.%s}}" % data_ports[0]
+            input_data = "${{inputs." + data_ports[0] + "}}"
     job_name = name or (getattr(task.run, "__name__", None) if task.run else None) or "parallel_job"
     resources = Resources(instance_count=instance_count if instance_count is not None else 1,
                           instance_type=instance_type, docker_args=docker_args, shm_size=shm_size)

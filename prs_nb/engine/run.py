@@ -16,7 +16,13 @@ from prs_nb.engine.backends import InlineBackend, LocalBackend
 from prs_nb.engine.scheduler import Outcome, Scheduler
 from prs_nb.entry import WorkerConfig
 from prs_nb.errors import ConfigError, EntryScriptError
-from prs_nb.outputs import AppendRowWriter, JournalOnly, append_row_path, load_settings_json, resolve_output_paths
+from prs_nb.outputs import (
+    AppendRowWriter,
+    JournalOnly,
+    append_row_path,
+    load_settings_json,
+    resolve_output_paths,
+)
 from prs_nb.results import RunResult
 from prs_nb.spec import JobSpec, warn_partitions_override
 

@@ -4,7 +4,6 @@ a core that never imports Jupyter)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
