@@ -43,7 +43,7 @@ BatchRetrySettings = RetrySettings
 
 def run_job(spec: JobSpec, **kwargs: Any) -> RunResult:
     """Run a JobSpec (see :func:`prs_nb.engine.run_job`)."""
-    from prs_nb.engine import run_job as _run
+    from prs_nb.engine.run import run_job as _run
 
     return _run(spec, **kwargs)
 

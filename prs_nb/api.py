@@ -241,7 +241,7 @@ class ParallelJob:
         ``progress`` None shows a bar in notebooks and terminals; ``raise_on_failure`` raises
         JobFailedError for a Failed/Canceled job; other keywords override JobSpec fields for this run.
         """
-        from prs_nb.engine import run_job
+        from prs_nb.engine.run import run_job
 
         spec = self._spec
         if backend is not None:

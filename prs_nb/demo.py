@@ -27,6 +27,9 @@ def make_data(folder: str, n_files: int = 400, seed: int = 7) -> str:
     return folder
 
 
+THRESHOLD = 0.0  # set by init(), once per worker process
+
+
 def init() -> None:
     global THRESHOLD
     THRESHOLD = 30.0

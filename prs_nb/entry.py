@@ -169,7 +169,7 @@ class WorkerRuntime:
         self._fmt: Any = None
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self) -> tuple[str, ...]:
+    def start(self) -> tuple[Any, ...]:
         """Set up logs, environment, argv, the shim; load the entry code and call init().
 
         Returns ("ready", init_seconds) or ("init_err", exc_type, message, traceback)."""

@@ -30,6 +30,7 @@ Layout (relative to ``logs_dir``)::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -879,7 +880,7 @@ class WorkerLogs:
                 saved = None
             os.dup2(new, fd)  # fds 0-2 stay inheritable: subprocesses write to the files too
             os.close(new)
-            self._undo.append(lambda fd=fd, saved=saved: _restore_fd(fd, saved))
+            self._undo.append(functools.partial(_restore_fd, fd, saved))
         # Line-buffered wrappers over the redirected fds: print() reaches the file at each newline,
         # interleaved correctly with logging records and C-level writes.
         new_out = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115

@@ -186,7 +186,7 @@ class RetrySettings:
     ``timeout`` seconds allowed for one ``run()`` call (default 60)."""
 
     max_retries: int = 2
-    timeout: int = 60
+    timeout: float = 60
 
 
 @dataclass(frozen=True)

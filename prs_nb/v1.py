@@ -970,7 +970,7 @@ class ParallelRunStep:
             partition_keys=None if cfg.partition_keys is None else tuple(cfg.partition_keys),
             resources=Resources(instance_count=cfg.node_count),
             max_concurrency_per_instance=cfg.process_count_per_node,
-            error_threshold=cfg.error_threshold,
+            error_threshold=-1 if cfg.error_threshold is None else cfg.error_threshold,
             mini_batch_error_threshold=-1 if cfg.allowed_failed_count is None else cfg.allowed_failed_count,
             allowed_failed_percent=100.0 if cfg.allowed_failed_percent is None else float(cfg.allowed_failed_percent),
             # Contract 12: run_max_try counts TOTAL attempts; max_retries counts retries after the first.
@@ -1000,7 +1000,7 @@ class ParallelRunStep:
         override the spec; the rest (``listeners``, ``progress``, ``base_dir``) go to
         :func:`prs_nb.engine.run_job`.
         """
-        from prs_nb.engine import run_job
+        from prs_nb.engine.run import run_job
 
         field_names = set(JobSpec.__dataclass_fields__)
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in field_names}

@@ -234,7 +234,7 @@ def _finish(df: pd.DataFrame, s: TableSlice, opts: dict[str, Any], prefix: str) 
             col = df[key]
             m = col.isna() if value is None else (col == value)
             mask = m if mask is None else (mask & m)
-        df = df.loc[mask].reset_index(drop=True)
+        df = df.loc[mask].reset_index(drop=True)  # type: ignore[assignment]  # a boolean mask keeps a DataFrame
     drop = opts.get("drop_columns")
     if drop:
         df = df.drop(columns=[c for c in drop if c in df.columns])

@@ -40,7 +40,7 @@ def input_value(spec: JobSpec, name: str, base_dir: str) -> Any:
     value = spec.bindings.get(name)
     if value is None and port is not None:
         value = port.path if port.path is not None else port.default
-    if hasattr(value, "type") and hasattr(value, "path") and not hasattr(value, "columns"):
+    if value is not None and hasattr(value, "type") and hasattr(value, "path") and not hasattr(value, "columns"):
         value = value.path if value.path is not None else getattr(value, "default", None)
     if port is not None and not port.is_literal and isinstance(value, (str, os.PathLike)):
         text = os.fspath(value)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from prs_nb import events as ev
@@ -93,7 +93,7 @@ class Scheduler:
         self,
         *,
         settings: EffectiveSettings,
-        plan: Iterator[Any],
+        plan: Iterable[Any],
         backend: Any,
         worker_config: WorkerConfig,
         writer: Any,
@@ -242,7 +242,7 @@ class Scheduler:
             want = depth - len(h.inflight)
             if want <= 0 or (h.inflight and want < depth // 2):
                 continue  # top up in bundles: fewer, larger messages
-            bundle = []
+            bundle: list[tuple[int, int, Any]] = []
             now = time.monotonic()
             wall = self._now()
             while len(bundle) < want:
