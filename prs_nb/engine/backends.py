@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import select
 import selectors
 import signal
 import socket
@@ -112,9 +113,12 @@ class LocalBackend:
                 continue
             conn = h.conn
             try:
-                # Drain what is already buffered, without blocking.
-                while conn is not None and conn.poll(0):
+                # Drain what is already buffered, without blocking (select() is far cheaper than
+                # Connection.poll(), which builds a new selector on every call).
+                readable = kind == "conn"  # a pid event: the socket may hold nothing more
+                while conn is not None and (readable or select.select((conn,), (), (), 0)[0]):
                     out.append((h, conn.recv()))
+                    readable = False
             except (EOFError, OSError):
                 dead.add(id(h))
                 out.append((h, DIED))
