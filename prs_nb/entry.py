@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from prs_nb.errors import EntryScriptError
+from prs_nb.outputs import SPILL_CHARS, spill
 
 # What a worker needs to know; built by the driver, sent once (pickled) to every worker.
 
@@ -45,6 +46,7 @@ class WorkerConfig:
     append_row_csv_kwargs: dict[str, Any] = field(default_factory=dict)
     redirect_output: bool = True
     working_dir: str | None = None
+    spill_dir: str | None = None
 
 
 class MiniBatchContext:
@@ -287,6 +289,8 @@ class WorkerRuntime:
             tb = format_exception(exc)
             self.logs.write_user_error("run", index, attempt, tb)
             return ("err", index, items, kind, type(exc).__name__, _safe_str(exc), tb, dt)
+        if len(text) > SPILL_CHARS and self.config.spill_dir:
+            text = spill(self.config.spill_dir, index, attempt, text)
         return ("ok", index, items, returned, text, header, dt)
 
 

@@ -21,6 +21,35 @@ from prs_nb.errors import ConfigError
 from prs_nb.spec import DEFAULT_APPEND_ROW_FILE_NAME, JobSpec
 
 SETTINGS_FILE = "parallel_run_step.settings.json"
+# A result text larger than this travels as a part file in the run directory, not through the
+# socket: the driver copies it into the output without holding it in memory.
+SPILL_CHARS = 8 * 1024 * 1024
+
+
+class SpilledText:
+    """A mini-batch's append_row text written by the worker to a part file."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path = path
+        self.size = size
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SpilledText, (self.path, self.size))
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+
+def spill(spill_dir: str, index: int, attempt: int, text: str) -> SpilledText:
+    """Write ``text`` to ``<spill_dir>/<index>-<attempt>-<pid>.part`` (worker side)."""
+    os.makedirs(spill_dir, exist_ok=True)
+    path = os.path.join(spill_dir, f"{index}-{attempt}-{os.getpid()}.part")
+    data = text.encode("utf-8")
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return SpilledText(path, len(data))
 
 
 class RowFormatter:
@@ -148,12 +177,12 @@ class AppendRowWriter:
         self.offset = self._fh.tell()
         self.ordered = ordered
         self._next = 0
-        self._held: dict[int, tuple[int, str]] = {}
+        self._held: dict[int, tuple[int, str | SpilledText]] = {}
         self._skipped: set[int] = set()
         self._header_written = self.offset > 0
         self.rows_written = 0
 
-    def write(self, index: int, attempt: int, text: str, header: str | None) -> None:
+    def write(self, index: int, attempt: int, text: str | SpilledText, header: str | None) -> None:
         if header and not self._header_written:
             self._emit_raw(header)
             self._header_written = True
@@ -186,13 +215,27 @@ class AppendRowWriter:
         self.offset += len(data)
         self._buffered += len(data)
 
-    def _emit(self, index: int, attempt: int, text: str) -> None:
-        if text:
+    def _emit(self, index: int, attempt: int, text: str | SpilledText) -> None:
+        if isinstance(text, SpilledText):
+            self._copy_part(text)
+        elif text:
             self._emit_raw(text)
             self.rows_written += text.count("\n")
         self._pending_journal.append(f"{index}\t{attempt}\t{self.offset}\n")
         if self._buffered >= self.FLUSH_BYTES:
             self.flush()
+
+    def _copy_part(self, part: SpilledText) -> None:
+        with open(part.path, "rb") as src:
+            while True:
+                chunk = src.read(1 << 20)
+                if not chunk:
+                    break
+                self._fh.write(chunk)
+                self.offset += len(chunk)
+                self.rows_written += chunk.count(b"\n")
+        os.remove(part.path)
+        self.flush()
 
     def flush(self) -> None:
         # Output first, then the journal: the journal never claims rows the file does not hold.

@@ -6,6 +6,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Iterable
@@ -153,10 +154,15 @@ def make_backend(name: str, address: str | None = None) -> Any:
     if name == "inline":
         return InlineBackend()
     if name == "ray":
-        try:
-            from prs_nb.engine.ray_backend import RayBackend
-        except ImportError as exc:
-            raise ConfigError("backend='ray' needs Ray: pip install 'prs_nb[ray]'") from exc
+        import importlib.util
+
+        if importlib.util.find_spec("prs_nb.engine.ray_backend") is None:
+            raise ConfigError("backend='ray' is not available in this version of prs_nb yet; use backend='local' "
+                              "(a process pool on this machine) or backend='inline'")
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("backend='ray' needs Ray: pip install 'prs_nb[ray]'")
+        from prs_nb.engine.ray_backend import RayBackend  # type: ignore[import-not-found]
+
         return RayBackend(address)
     raise ConfigError(f"backend must be local, inline or ray (got {name!r})")
 
@@ -211,6 +217,7 @@ def run_job(
         blob = None
         code_dir = _check_entry_script(spec, base_dir)
         entry_kind = "script"
+    backend = make_backend(spec.backend, ray_address)  # an unusable backend fails before anything is written
     run_id = run_id or new_run_id()
     runs_root = spec.runs_root if os.path.isabs(spec.runs_root) else os.path.join(base_dir, spec.runs_root)
     run_dir = os.path.join(runs_root, _safe_name(spec.name), run_id)
@@ -246,10 +253,10 @@ def run_job(
         append_row_header=settings.append_row_dataframe_header,
         append_row_csv_kwargs=csv_kwargs,
         working_dir=code_dir or base_dir,
+        spill_dir=os.path.join(run_dir, "parts") if out_file else None,
     )
     journal = os.path.join(run_dir, "journal")
     writer: Any = AppendRowWriter(out_file, journal, ordered=spec.ordered_output) if out_file else JournalOnly(journal)
-    backend = make_backend(spec.backend, ray_address)
     logs = RunLogs(logs_dir, spec.name, _summary(spec, settings, plan))
     all_listeners: list[Any] = [logs, *listeners]
     bar = progress_listener(progress, spec)
@@ -270,6 +277,8 @@ def run_job(
         raise
     writer.close()
     backend.close()
+    # part files of attempts that never reported (a worker killed after writing one) are not output
+    shutil.rmtree(os.path.join(run_dir, "parts"), ignore_errors=True)
     result = _result(spec, run_id, run_dir, logs_dir, output_paths, out_file, outcome, backend.name, settings,
                      csv_kwargs)
     sched.emit(ev.JobFinished(outcome.status, outcome.reason, result.counts, time.time()))

@@ -363,3 +363,30 @@ def test_ctrl_c_cancels_quickly_and_leaves_no_worker(workdir):
     assert 0 < succeeded < 40
     assert f"OUTPUT {succeeded}" in out  # what was appended stays, exactly once
     assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in workers)
+
+
+def test_raise_for_status_chains_the_users_error_and_errors_pickle(workdir):
+    import pickle
+
+    from prs_nb import JobFailedError, UserCodeError
+
+    path = make_files(workdir, 3)
+    res = file_job(divide_by_zero, retry_settings={"max_retries": 0}, mini_batch_error_threshold=0)(data=path).run(
+        progress=False)
+    with pytest.raises(JobFailedError) as info:
+        res.raise_for_status()
+    cause = info.value.__cause__
+    assert isinstance(cause, UserCodeError) and cause.exc_type == "ZeroDivisionError"
+    assert "return 1 / x" in str(cause) and cause.mini_batch_index is not None and cause.pid
+    again = pickle.loads(pickle.dumps(cause))
+    assert (again.remote_traceback, again.process_name, again.attempt) == (cause.remote_traceback,
+                                                                          cause.process_name, cause.attempt)
+    assert "mini_batch_error_threshold" in str(pickle.loads(pickle.dumps(info.value)))
+
+
+def test_unavailable_backend_is_a_clear_error(workdir):
+    from prs_nb import ConfigError
+
+    path = make_files(workdir, 1)
+    with pytest.raises(ConfigError, match="not available in this version"):
+        file_job(names)(data=path).run(backend="ray", progress=False)

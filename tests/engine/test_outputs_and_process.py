@@ -4,6 +4,7 @@ a core that never imports Jupyter)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -136,3 +137,50 @@ def test_cli_demo_runs_and_prints_summary(workdir):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "prs_nb job 'sensor_demo'" in r.stdout and "Completed" in r.stdout
     assert "mini-batches: 6 total, 5 succeeded, 1 failed" in r.stdout
+
+
+def big_rows(mini_batch):
+    # ~10 MB of text per mini-batch: travels as a part file, not through the socket
+    return [f"{p[-7:]} {i:08d} " + "x" * 80 for p in mini_batch for i in range(100_000)]
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_large_results_are_spilled_and_appended_exactly_once(workdir, ordered):
+    d = workdir / "d"
+    d.mkdir()
+    for i in range(3):
+        (d / f"{i:03d}.txt").write_text("x")
+    job = parallel_run_function(name="big", inputs={"d": Input(type="uri_folder")}, outputs={"o": Output()},
+                                mini_batch_size="1", max_concurrency_per_instance=2, ordered_output=ordered,
+                                task=RunFunction(run=big_rows, append_row_to="${{outputs.o}}"))
+    res = job(d=str(d)).run(progress=False)
+    assert res.status == "Completed"
+    lines = res.read_lines()
+    assert len(lines) == 300_000 and len(set(lines)) == 300_000
+    if ordered:
+        assert [ln[:7] for ln in lines[::100_000]] == ["000.txt", "001.txt", "002.txt"]
+    from prs_nb.outputs import SPILL_CHARS
+
+    assert os.path.getsize(res.output_path) == 3 * 100_000 * 98 > 3 * SPILL_CHARS  # each batch was spilled
+    assert not os.path.exists(os.path.join(res.run_dir, "parts"))
+
+
+def test_spill_path_is_taken_for_big_texts(workdir, monkeypatch):
+    import prs_nb.entry as entry
+    import prs_nb.outputs as outputs
+
+    calls = []
+    real = outputs.spill
+
+    def counting_spill(*args):
+        calls.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(entry, "spill", counting_spill)
+    monkeypatch.setattr(entry, "SPILL_CHARS", 1000)
+    df = pd.DataFrame({"x": range(2000)})
+    job = parallel_run_function(name="fmt", inputs={"t": Input(type="mltable")}, outputs={"o": Output()},
+                                mini_batch_size="16KB", task=RunFunction(run=frame_run, append_row_to="${{outputs.o}}"))
+    res = job(t=df).run(backend="inline", progress=False)
+    assert res.status == "Completed" and calls
+    assert sorted(res.to_pandas()[0]) == list(range(2000))
