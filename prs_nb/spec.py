@@ -213,7 +213,8 @@ class JobSpec:
     (``--error_threshold``, ``--allowed_failed_percent`` ...) are resolved by :meth:`effective`.
     """
 
-    name: str = field(metadata=_meta("Job name (Azure component names: lowercase, digits, _).", "job"))
+    name: str = field(metadata=_meta("Job name; exported as an Azure component name (lowercase letters, digits, _).",
+                                           "job"))
     display_name: str | None = field(default=None, metadata=_meta("Display name.", "job"))
     description: str | None = field(default=None, metadata=_meta("Description.", "job"))
     version: str | None = field(default=None, metadata=_meta("Component version.", "job"))
@@ -259,7 +260,8 @@ class JobSpec:
     environment_variables: Mapping[str, str] = field(
         default_factory=dict, metadata=_meta("Environment variables set in every worker.", "task")
     )
-    is_deterministic: bool = field(default=True, metadata=_meta("Reuse an identical previous run.", "job"))
+    is_deterministic: bool = field(default=True, metadata=_meta("Azure's reuse switch (recorded and exported; local reuse is "
+                                                                    "not implemented yet).", "job"))
     identity: Any = field(default=None, metadata=_meta("Identity (recorded; ignored locally).", "job"))
     bindings: Mapping[str, Any] = field(default_factory=dict, metadata=_meta("Bound input values.", "data"))
     output_bindings: Mapping[str, str] = field(
@@ -276,7 +278,7 @@ class JobSpec:
     ordered_output: bool = field(
         default=False, metadata=_meta("Write append_row output in mini-batch order (local option).", "output")
     )
-    backend: str = field(default="local", metadata=_meta("local (process pool), inline (no processes) or ray.",
+    backend: str = field(default="local", metadata=_meta("local (process pool) or inline (no processes); ray is planned.",
                                                          "concurrency"))
     runs_root: str = field(default="prs_runs", metadata=_meta("Where run directories are created.", "output"))
     api: str = field(default="v2", metadata=_meta("Which Azure surface built the job: v2 or v1.", "job"))
@@ -584,3 +586,28 @@ def warn_partitions_override(spec: JobSpec) -> None:
 def spec_fields() -> list[dataclasses.Field[Any]]:
     """JobSpec's fields with their help text and group (for the widget form and docs table)."""
     return list(dataclasses.fields(JobSpec))
+
+
+def _default_text(f: dataclasses.Field[Any]) -> str:
+    if f.default is not dataclasses.MISSING:
+        return "required" if f.name == "name" else repr(f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+        if isinstance(value, (RetrySettings, Resources)):
+            return ", ".join(f"{k.name}={getattr(value, k.name)!r}" for k in dataclasses.fields(value)
+                             if getattr(value, k.name) is not None)
+        if isinstance(value, RunFunction):
+            return "(required)"
+        return repr(value)
+    return "required"
+
+
+def settings_table() -> str:
+    """The Markdown table of every JobSpec setting (name, group, default, help), generated from the
+    field metadata so the docs never drift from the code."""
+    lines = ["| setting | group | default | meaning |", "|---|---|---|---|"]
+    for f in spec_fields():
+        meta = f.metadata
+        lines.append(f"| `{f.name}` | {meta.get('group', '')} | `{_default_text(f)}` | "
+                     f"{meta.get('help', '').replace('|', '/')} |")
+    return "\n".join(lines)

@@ -50,3 +50,11 @@ def test_readme_example_runs(tmp_path, index):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "RESULT Completed" in r.stdout, r.stdout + r.stderr[-3000:]
+
+
+def test_readme_settings_table_is_generated_from_jobspec():
+    from prs_nb.spec import settings_table
+
+    text = open(README, encoding="utf-8").read()
+    block = text.split("<!-- settings-table:start -->\n")[1].split("\n<!-- settings-table:end -->")[0]
+    assert block == settings_table(), "regenerate the README table with prs_nb.spec.settings_table()"
