@@ -390,3 +390,40 @@ def test_unavailable_backend_is_a_clear_error(workdir):
     path = make_files(workdir, 1)
     with pytest.raises(ConfigError, match="not available in this version"):
         file_job(names)(data=path).run(backend="ray", progress=False)
+
+
+def marker_shutdown():
+    with open(os.path.join(os.environ["MARK_DIR"], f"shutdown-{os.getpid()}"), "w") as fh:
+        fh.write("1")
+
+
+def failing_shutdown():
+    raise RuntimeError("cleanup failed")
+
+
+@pytest.mark.parametrize("backend", ["inline", "local"])
+def test_shutdown_runs_once_per_worker_at_the_end(workdir, backend):
+    marks = workdir / "marks"
+    marks.mkdir()
+    path = make_files(workdir, 10)
+    job = parallel_run_function(
+        name="sd", inputs={"data": Input(type="uri_folder")}, mini_batch_size="1", max_concurrency_per_instance=2,
+        environment_variables={"MY_VAR": "v", "MARK_DIR": str(marks)}, backend=backend,
+        task=RunFunction(init=counting_init, run=pid_run, shutdown=marker_shutdown))
+    res = job(data=path).run(progress=False)
+    assert res.status == "Completed"
+    inits = {f.split("-")[1] for f in os.listdir(marks) if f.startswith("init-")}
+    shutdowns = {f.split("-")[1] for f in os.listdir(marks) if f.startswith("shutdown-")}
+    assert inits == shutdowns and len(shutdowns) == (1 if backend == "inline" else 2)
+
+
+def test_failing_shutdown_is_logged_and_the_job_still_completes(workdir):
+    path = make_files(workdir, 4)
+    job = parallel_run_function(name="sdf", inputs={"data": Input(type="uri_folder")}, mini_batch_size="2",
+                                max_concurrency_per_instance=1,
+                                task=RunFunction(run=names, shutdown=failing_shutdown))
+    res = job(data=path).run(progress=False)
+    assert res.status == "Completed"
+    err_dir = os.path.join(res.logs_dir, "user", "error", "0")
+    assert "cleanup failed" in "".join(open(os.path.join(err_dir, f)).read() for f in os.listdir(err_dir)
+                                       if not f.startswith("."))
