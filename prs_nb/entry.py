@@ -168,6 +168,8 @@ class WorkerRuntime:
         self._saved_argv: list[str] | None = None
         self._saved_env: dict[str, str | None] = {}
         self._saved_cwd: str | None = None
+        self._saved_path: list[str] | None = None
+        self._saved_modules: set[str] = set()
         self._fmt: Any = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -178,6 +180,8 @@ class WorkerRuntime:
         cfg = self.config
         from prs_nb import logs as logs_mod
 
+        self._saved_path = list(sys.path)
+        self._saved_modules = set(sys.modules)
         for p in cfg.sys_path:
             if p not in sys.path:
                 sys.path.append(p)
@@ -219,8 +223,9 @@ class WorkerRuntime:
             return ("init_err", type(exc).__name__, _safe_str(exc), tb)
         return ("ready", time.perf_counter() - t0)
 
-    def stop(self) -> str | None:
-        """Call shutdown(); return an error text or None. Undo process-wide changes (inline backend)."""
+    def stop(self) -> tuple[str, str, str] | None:
+        """Call shutdown(); return (exc_type, message, traceback) if it raised, else None. Undo
+        process-wide changes (inline backend)."""
         err = None
         try:
             if self.entry is not None and self.entry.shutdown is not None:
@@ -228,13 +233,25 @@ class WorkerRuntime:
         except BaseException as exc:  # noqa: BLE001 - reported, not raised: the job's results stand
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            err = format_exception(exc)
+            tb = format_exception(exc)
+            err = (type(exc).__name__, _safe_str(exc), tb)
             if self.logs is not None:
-                self.logs.write_user_error("shutdown", None, None, err)
+                self.logs.write_user_error("shutdown", None, None, tb)
         self.restore()
         return err
 
     def restore(self) -> None:
+        """Undo process-wide changes, so that an inline job leaves the caller's process as it was:
+        argv, environment, working directory, sys.path, and the modules imported from the code
+        folder (a second job with another code folder must not get the first one's helpers)."""
+        if self._saved_path is not None:
+            sys.path[:] = self._saved_path
+            self._saved_path = None
+            code_dir = os.path.abspath(self.config.code_dir) + os.sep if self.config.code_dir else None
+            for name in set(sys.modules) - self._saved_modules:
+                file = getattr(sys.modules.get(name), "__file__", None) or ""
+                if code_dir and os.path.abspath(file).startswith(code_dir):
+                    del sys.modules[name]
         if self._saved_argv is not None:
             sys.argv[:] = self._saved_argv
             self._saved_argv = None

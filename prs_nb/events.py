@@ -67,6 +67,18 @@ class InitFailed:
 
 
 @dataclass(frozen=True)
+class ShutdownFailed:
+    """``shutdown()`` raised in a worker (the job's results stand; the error is reported)."""
+
+    node_id: int
+    process_name: str
+    pid: int
+    error: str
+    exc_type: str
+    traceback: str
+
+
+@dataclass(frozen=True)
 class BatchStarted:
     index: int
     attempt: int

@@ -84,6 +84,7 @@ _KIND_TEXT = {
     "bad_return": "run() returned a value that is not a list, tuple or DataFrame",
     "read_error": "the mini-batch could not be read",
     "init": "init() raised",
+    "shutdown": "shutdown() raised",
 }
 _EXAMPLES_PER_TYPE = 3
 _MAX_TRACEBACK_LINES = 200
@@ -326,6 +327,7 @@ class RunLogs:
             ev.WorkerReady: self._on_worker_ready,
             ev.WorkerDied: self._on_worker_died,
             ev.InitFailed: self._on_init_failed,
+            ev.ShutdownFailed: self._on_shutdown_failed,
             ev.BatchStarted: self._on_batch_started,
             ev.BatchSucceeded: self._on_batch_succeeded,
             ev.BatchFailed: self._on_batch_failed,
@@ -523,6 +525,20 @@ class RunLogs:
         if self._first_init_failure is None:
             self._first_init_failure = info
         self._add_error(info, final=False)
+        self._master.flush()
+
+    def _on_shutdown_failed(self, e: Any) -> None:
+        now = time.time()
+        ts = self._ts(now)
+        msg = _one_line(e.error)
+        self._master.write(f"{ts} Worker {e.process_name} on node {e.node_id} (pid {e.pid}) shutdown() failed: "
+                           f"{e.exc_type}: {msg}\n")
+        self._proc_file(e.node_id, e.process_name).write(f"{ts} | pid {e.pid} | shutdown() failed: {e.exc_type}: {msg}\n")
+        self._add_error({
+            "index": None, "attempt": None, "node_id": e.node_id, "process_name": e.process_name, "pid": e.pid,
+            "kind": "shutdown", "exc_type": e.exc_type, "message": e.error, "traceback": e.traceback,
+            "time": now, "will_retry": False, "first_items": "",
+        }, final=False)
         self._master.flush()
 
     def _on_batch_started(self, e: Any) -> None:

@@ -45,6 +45,7 @@ class RunResult:
     _batch_rows: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
     _error_rows: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
     timeline_rows: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
+    shutdown_errors: list[tuple[int, str, str, str]] = field(default_factory=list, repr=False)
 
     # ------------------------------------------------------------------ tables
     @property
@@ -134,6 +135,8 @@ class RunResult:
         if self.output_path:
             lines.append(f"  output:       {self.output_path}")
         lines.append(f"  logs:         {self.logs_dir}  (start with job_result.txt)")
+        for node, proc, exc_type, message in self.shutdown_errors[:max_errors]:
+            lines.append(f"  shutdown() failed on node {node} {proc}: {exc_type}: {_one_line(message)}")
         final = [r for r in self._error_rows if not r[5]]
         if self._error_rows:
             lines.append(f"  failed attempts: {len(self._error_rows)} ({len(final)} final)")

@@ -50,7 +50,25 @@ if TYPE_CHECKING:
     from prs_nb.data.tabular import ReadOptions
     from prs_nb.spec import EffectiveSettings, JobSpec
 
-__all__ = ["FILES", "RANK", "TABULAR", "InputPlan", "MiniBatch", "TableSlice", "plan_input", "read_mini_batch"]
+__all__ = ["FILES", "RANK", "TABULAR", "InputPlan", "MiniBatch", "TableSlice", "count_items", "plan_input",
+           "read_mini_batch"]
+
+
+def count_items(mb: MiniBatch) -> int | None:
+    """The number of items of ``mb`` when the descriptor does not say (CSV / JSON Lines ranges
+    listed without counting), by counting rows in its byte range(s); None if unknown."""
+    if mb.items is not None:
+        return mb.items
+    from prs_nb.data.tabular import count_slice_rows
+
+    parts = mb.source if isinstance(mb.source, (list, tuple)) else [mb.source]
+    total = 0
+    for part in parts:
+        n = count_slice_rows(part) if isinstance(part, TableSlice) else None
+        if n is None:
+            return None
+        total += n
+    return total
 
 
 class InputPlan:

@@ -225,6 +225,27 @@ def _cut(f: BinaryIO, pos: int, size: int, file_size: int) -> tuple[int, int]:
     return here, counter.rows
 
 
+def count_slice_rows(s: TableSlice) -> int | None:
+    """Rows in a CSV / JSON Lines byte range (None when it cannot be counted this way): the driver
+    counts a failed mini-batch's rows only when it must (its worker died before reading it)."""
+    if s.fmt not in ("csv", "jsonl") or s.end < 0:
+        return None
+    counter = _RowCounter()
+    try:
+        with open(s.path, "rb") as f:
+            f.seek(s.start)
+            left = s.end - s.start
+            while left > 0:
+                buf = f.read(min(_COUNT_CHUNK, left))
+                if not buf:
+                    break
+                counter.feed(buf)
+                left -= len(buf)
+    except OSError:
+        return None
+    return counter.rows
+
+
 def _cut_fast(f: BinaryIO, pos: int, size: int, file_size: int) -> int:
     """End of the byte range starting at row boundary ``pos``: right after the first newline at or
     after ``pos + size`` (or the end of the file), found without reading the range itself."""

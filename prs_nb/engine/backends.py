@@ -29,7 +29,7 @@ class WorkerHandle:
     """The driver's view of one worker."""
 
     __slots__ = ("node_id", "process_name", "pid", "state", "inflight", "head_start", "started_at",
-                 "conn", "proc", "pidfd", "runtime", "outbox", "exit_code", "ray_actor", "ray_pending")
+                 "conn", "proc", "pidfd", "runtime", "outbox", "inbox", "exit_code")
 
     def __init__(self, node_id: int, process_name: str) -> None:
         self.node_id = node_id
@@ -43,10 +43,9 @@ class WorkerHandle:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pidfd: int | None = None
         self.runtime: WorkerRuntime | None = None
-        self.outbox: deque[tuple[Any, ...]] = deque()
+        self.outbox: deque[tuple[Any, ...]] = deque()  # inline: replies not yet collected
+        self.inbox: deque[tuple[Any, ...]] = deque()  # inline: messages not yet run
         self.exit_code: int | None = None
-        self.ray_actor: Any = None
-        self.ray_pending: Any = None
 
 
 class LocalBackend:
@@ -188,19 +187,30 @@ class InlineBackend:
         handle.outbox.append(status)
 
     def send(self, handle: WorkerHandle, msg: tuple[Any, ...]) -> None:
-        rt = handle.runtime
-        assert rt is not None  # noqa: S101 - internal invariant
+        # Queued, not run: wait() runs one item at a time, so the scheduler sees every outcome (and
+        # can stop on a threshold) before the next run() call, as with worker processes.
         if msg[0] == "run":
-            for index, attempt, mb in msg[1]:
-                handle.outbox.append(rt.run_batch(index, attempt, mb))
-        elif msg[0] == "stop":
-            handle.outbox.append(("bye", rt.stop()))
+            handle.inbox.extend(("run", index, attempt, mb) for index, attempt, mb in msg[1])
+        else:
+            handle.inbox.append(msg)
 
     def wait(self, handles: list[WorkerHandle], timeout: float | None) -> list[tuple[WorkerHandle, Any]]:
         out: list[tuple[WorkerHandle, Any]] = []
         for h in handles:
             while h.outbox:
                 out.append((h, h.outbox.popleft()))
+        if out:
+            return out
+        for h in handles:
+            if h.inbox:
+                rt = h.runtime
+                assert rt is not None  # noqa: S101 - internal invariant
+                msg = h.inbox.popleft()
+                if msg[0] == "run":
+                    out.append((h, rt.run_batch(msg[1], msg[2], msg[3])))
+                elif msg[0] == "stop":
+                    out.append((h, ("bye", rt.stop())))
+                return out
         return out
 
     def kill(self, handle: WorkerHandle) -> int | None:

@@ -83,15 +83,22 @@ def resolve_program_arguments(spec: JobSpec, base_dir: str, output_paths: dict[s
         if v is None:
             missing.append(f"{m.group(1)}.{m.group(2)}")
             return ""
-        return shlex.quote(v)
+        return v
 
-    text = _REF_RE.sub(sub, text)
+    # Split the template first, then put the values in: a value with spaces (a path like
+    # "my data/") stays one argument, and quotes the user wrote around a binding are not doubled.
+    try:
+        tokens = shlex.split(_REF_RE.sub(lambda m: "${{" + m.group(1) + "." + m.group(2) + "}}", text))
+    except ValueError as exc:
+        raise ConfigError(f"program_arguments cannot be split like a shell command line: {exc} "
+                          f"(got {spec.task.program_arguments!r})") from None
+    argv = [_REF_RE.sub(sub, tok) for tok in tokens]
     if missing:
         raise ConfigError(
             f"program_arguments uses {', '.join(missing)} but no value is bound: pass it when calling the job, "
             "give the input a default, or wrap the argument in $[[ ... ]] to make it optional"
         )
-    return shlex.split(text)
+    return argv
 
 
 def _functions_blob(spec: JobSpec) -> bytes:
@@ -222,8 +229,9 @@ def run_job(
     runs_root = spec.runs_root if os.path.isabs(spec.runs_root) else os.path.join(base_dir, spec.runs_root)
     run_dir = os.path.join(runs_root, _safe_name(spec.name), run_id)
     logs_dir = os.path.join(run_dir, "logs")
-    os.makedirs(logs_dir, exist_ok=True)
     output_paths = resolve_output_paths(spec, run_dir, base_dir)
+    _check_output_paths(spec, output_paths)
+    os.makedirs(logs_dir, exist_ok=True)
     for name, path in output_paths.items():
         os.makedirs(path if spec.outputs[name].type != "uri_file" else os.path.dirname(path), exist_ok=True)
     out_file = append_row_path(spec, output_paths)
@@ -286,6 +294,17 @@ def run_job(
     return result
 
 
+def _check_output_paths(spec: JobSpec, output_paths: dict[str, str]) -> None:
+    for name, path in output_paths.items():
+        kind = spec.outputs[name].type
+        if kind == "uri_file" and os.path.isdir(path):
+            raise ConfigError(f"output {name!r} is a uri_file but its path {path!r} is an existing folder: bind a "
+                              "file path (e.g. results/scores.csv) or declare Output(type='uri_folder')")
+        if kind != "uri_file" and os.path.isfile(path):
+            raise ConfigError(f"output {name!r} is a {kind} (a folder) but its path {path!r} is an existing file: bind "
+                              "a folder path, or declare Output(type='uri_file') to write to that file")
+
+
 def _safe_name(name: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or "job"
     return cleaned
@@ -338,5 +357,5 @@ def _result(spec: JobSpec, run_id: str, run_dir: str, logs_dir: str, output_path
         job_name=spec.name, run_id=run_id, run_dir=run_dir, status=o.status, reason=o.reason, counts=counts,
         output_paths=output_paths, output_path=out_file, logs_dir=logs_dir, limit=o.limit,
         duration=o.end - o.start, backend=backend, read_options=read_options, _batch_rows=batch_rows,
-        _error_rows=error_rows, timeline_rows=o.timeline,
+        _error_rows=error_rows, timeline_rows=o.timeline, shutdown_errors=o.shutdown_errors,
     )

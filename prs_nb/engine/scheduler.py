@@ -86,6 +86,7 @@ class Outcome:
     start: float
     end: float
     timeline: list[tuple[int, int, int, str, float, float, str]]
+    shutdown_errors: list[tuple[int, str, str, str]] = dataclasses.field(default_factory=list)
 
 
 class Scheduler:
@@ -141,6 +142,8 @@ class Scheduler:
         self.workers_started = 0
         self._last_progress = 0.0
         self._avg_run: float | None = None
+        self._last_init_error = ""
+        self.shutdown_errors: list[tuple[int, str, str, str]] = []
         self.t0 = time.time()
         self._m0 = time.monotonic()
 
@@ -197,7 +200,7 @@ class Scheduler:
         self.emit(ev.WorkerStarted(node, name, h.pid, self._now()))
 
     def _live_on_node(self, node: int) -> int:
-        return sum(1 for w in self.workers if w.node_id == node and w.state in ("starting", "ready"))
+        return sum(1 for w in self.workers if w.node_id == node and w.state in ("starting", "ready", "broken"))
 
     def _replace(self, node: int) -> None:
         if self.abort_reason or self.canceled or self.node_stopped[node]:
@@ -257,10 +260,20 @@ class Scheduler:
                 h.inflight.append((mb.index, attempt, mb, now))
                 bundle.append((mb.index, attempt, mb))
                 self.emit(ev.BatchStarted(mb.index, attempt, h.node_id, h.process_name, wall))
-            if bundle:
-                self.backend.send(h, ("run", bundle))
-            else:
+            if not bundle:
                 return
+            try:
+                self.backend.send(h, ("run", bundle))
+            except OSError:
+                # The worker died after its last message (its death is reported by the next wait()):
+                # these mini-batches never reached it, so they go back unattempted.
+                for _ in bundle:
+                    h.inflight.pop()
+                if not h.inflight:
+                    self.running -= 1
+                for item in reversed(bundle):
+                    self.retry.appendleft(item[2])
+                h.state = "broken"
 
     # ---------------------------------------------------------------- outcomes
     def _on_ok(self, h: WorkerHandle, msg: tuple[Any, ...]) -> None:
@@ -333,6 +346,10 @@ class Scheduler:
             self.retry.append(mb)
             return
         rec.status = "Failed"
+        if rec.items is None and mb.kind == "tabular":
+            from prs_nb.data import count_items
+
+            rec.items = count_items(mb)  # all of its items count as failed (contract 12)
         rec.failed_items = rec.items or 0
         self.failed += 1
         self.items_failed += rec.items or 0
@@ -385,9 +402,15 @@ class Scheduler:
         self._remove(h, kill=False, reason=f"init() failed: {exc_type}: {message}")
         if self.init_fail[node] >= 3 * self.per_node:
             self.node_stopped[node] = True
-        if all(self.node_stopped):
+        self._last_init_error = f"{exc_type}: {message}"
+        self._after_init_failure(node)
+
+    def _after_init_failure(self, node: int) -> None:
+        """A stopped node starts no new process; the job fails for init() only when no node can run
+        anything any more (healthy workers of a stopped node keep working)."""
+        if all(self.node_stopped) and not any(w.state in ("ready", "broken") for w in self.workers):
             self._abort("init", (f"init() failed {sum(self.init_fail)} times ({3 * self.per_node} allowed per "
-                                 f"node); last error: {exc_type}: {message}"))
+                                 f"node) and no worker is left; last error: {self._last_init_error}"))
             return
         self._replace(node)
 
@@ -421,10 +444,8 @@ class Scheduler:
         self.emit(failure)
         if self.init_fail[node] >= 3 * self.per_node:
             self.node_stopped[node] = True
-        if all(self.node_stopped):
-            self._abort("init", f"init() failed {sum(self.init_fail)} times; last: worker {reason} during init()")
-            return
-        self._replace(node)
+        self._last_init_error = f"worker {reason} during init()"
+        self._after_init_failure(node)
 
     def _requeue_rest(self, h: WorkerHandle) -> None:
         # Batches sent but not started: back to the front of the queue, no attempt used.
@@ -474,7 +495,7 @@ class Scheduler:
         items_total = sum((r.items or 0) for r in self.records.values())
         return Outcome(status, reason, self.records, self.failed_attempts, total, self.succeeded, self.failed,
                        items_total, self.items_ok, self.items_failed, self.abort_limit, self.workers_started,
-                       self.init_failures, start, self._now(), self.timeline)
+                       self.init_failures, start, self._now(), self.timeline, self.shutdown_errors)
 
     def _loop(self) -> None:
         backend = self.backend
@@ -488,6 +509,7 @@ class Scheduler:
                 if not self._work_left() and self.running == 0:
                     return
                 if all(self.node_stopped):
+                    self._after_init_failure(0)
                     return
                 for node in range(self.nodes):
                     self._replace(node)
@@ -579,6 +601,10 @@ class Scheduler:
             if left <= 0:
                 break
             for h, msg in self.backend.wait(waiting, left):
+                if isinstance(msg, tuple) and msg[0] == "bye" and msg[1]:
+                    exc_type, message, tb = msg[1]
+                    self.shutdown_errors.append((h.node_id, h.process_name, exc_type, message))
+                    self.emit(ev.ShutdownFailed(h.node_id, h.process_name, h.pid, message, exc_type, tb))
                 if msg is DIED or (isinstance(msg, tuple) and msg[0] == "bye"):
                     if h in waiting:
                         waiting.remove(h)

@@ -18,9 +18,12 @@ Protocol (pickled tuples over a multiprocessing Connection)::
 
 from __future__ import annotations
 
+import queue
 import signal
 import sys
+import threading
 from multiprocessing.connection import Connection
+from typing import Any
 
 
 def main(argv: list[str]) -> int:
@@ -40,13 +43,16 @@ def main(argv: list[str]) -> int:
     if status[0] != "ready":
         conn.close()
         return 4
-    recv = conn.recv
+    # A reader thread keeps taking messages off the socket while run() works: the driver may send a
+    # large bundle while this worker sends a large result, and if neither side read, both would
+    # block in send() for ever (socket buffers hold ~200 KB).
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    threading.Thread(target=_read_forever, args=(conn, inbox), name="prs_nb-inbox", daemon=True).start()
     send = conn.send
     run_batch = runtime.run_batch
     while True:
-        try:
-            msg = recv()
-        except EOFError:  # driver gone: nothing left to do
+        msg = inbox.get()
+        if msg is None:  # driver gone: nothing left to do
             return 0
         if msg[0] == "run":
             for index, attempt, mb in msg[1]:
@@ -56,6 +62,14 @@ def main(argv: list[str]) -> int:
             send(("bye", err))
             conn.close()
             return 0
+
+
+def _read_forever(conn: Connection, inbox: queue.SimpleQueue[Any]) -> None:
+    try:
+        while True:
+            inbox.put(conn.recv())
+    except (EOFError, OSError):
+        inbox.put(None)
 
 
 if __name__ == "__main__":
