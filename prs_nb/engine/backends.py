@@ -13,11 +13,13 @@ import select
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from collections import deque
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from prs_nb.entry import WorkerConfig, WorkerRuntime
@@ -29,7 +31,7 @@ class WorkerHandle:
     """The driver's view of one worker."""
 
     __slots__ = ("node_id", "process_name", "pid", "state", "inflight", "head_start", "started_at",
-                 "conn", "proc", "pidfd", "runtime", "outbox", "inbox", "exit_code")
+                 "conn", "proc", "pidfd", "runtime", "outbox", "inbox", "exit_code", "wsock", "wbuf", "wwatch")
 
     def __init__(self, node_id: int, process_name: str) -> None:
         self.node_id = node_id
@@ -46,6 +48,9 @@ class WorkerHandle:
         self.outbox: deque[tuple[Any, ...]] = deque()  # inline: replies not yet collected
         self.inbox: deque[tuple[Any, ...]] = deque()  # inline: messages not yet run
         self.exit_code: int | None = None
+        self.wsock: socket.socket | None = None  # local: driver -> worker, non-blocking
+        self.wbuf: deque[memoryview] = deque()  # local: bytes not yet taken by that socket
+        self.wwatch = False  # local: wsock registered for EVENT_WRITE
 
 
 class LocalBackend:
@@ -69,19 +74,27 @@ class LocalBackend:
         self._sel = selectors.DefaultSelector()
 
     def start_worker(self, handle: WorkerHandle, config: WorkerConfig) -> None:
-        parent, child = socket.socketpair()
+        # Two one-way channels. Driver -> worker is written without ever blocking (a write buffer
+        # drained when the socket is writable), so the scheduling thread keeps reading results and
+        # enforcing timeouts even while a worker is busy in C code that holds its GIL and cannot
+        # take a big bundle off the socket. Worker -> driver is read as whole messages.
+        down_parent, down_child = socket.socketpair()
+        up_parent, up_child = socket.socketpair()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "prs_nb.engine.worker", str(child.fileno())],
-                pass_fds=(child.fileno(),),
+                [sys.executable, "-m", "prs_nb.engine.worker", str(down_child.fileno()), str(up_child.fileno())],
+                pass_fds=(down_child.fileno(), up_child.fileno()),
                 env=self._env,
                 stdin=subprocess.DEVNULL,
                 close_fds=True,
             )
         finally:
-            child.close()
-        parent.setblocking(True)
-        conn = Connection(parent.detach())
+            down_child.close()
+            up_child.close()
+        down_parent.setblocking(False)
+        handle.wsock = down_parent
+        up_parent.setblocking(True)
+        conn = Connection(up_parent.detach())
         handle.conn = conn
         handle.proc = proc
         handle.pid = proc.pid
@@ -92,11 +105,50 @@ class LocalBackend:
         self._sel.register(conn.fileno(), selectors.EVENT_READ, (handle, "conn"))
         if handle.pidfd is not None:
             self._sel.register(handle.pidfd, selectors.EVENT_READ, (handle, "pid"))
-        conn.send(("config", config))
+        self.send(handle, ("config", config))
 
     def send(self, handle: WorkerHandle, msg: tuple[Any, ...]) -> None:
-        assert handle.conn is not None  # noqa: S101 - internal invariant
-        handle.conn.send(msg)
+        """Queue ``msg`` (framed as multiprocessing.Connection frames it) and write what the socket
+        takes now; the rest goes out from wait() when the socket is writable. Raises OSError only
+        when the worker is already gone and nothing of this message was written."""
+        data = ForkingPickler.dumps(msg)
+        n = len(data)
+        header = struct.pack("!i", n) if n <= 0x7FFFFFFF else struct.pack("!i", -1) + struct.pack("!Q", n)
+        was_empty = not handle.wbuf
+        if n < 65536:
+            handle.wbuf.append(memoryview(header + bytes(data)))  # one write for small messages
+        else:
+            handle.wbuf.append(memoryview(header))
+            handle.wbuf.append(memoryview(data))  # no copy of a big payload
+        if was_empty:
+            self._flush(handle, raise_if_gone=True)
+
+    def _flush(self, handle: WorkerHandle, raise_if_gone: bool = False) -> None:
+        sock = handle.wsock
+        wbuf = handle.wbuf
+        while wbuf and sock is not None:
+            try:
+                sent = sock.send(wbuf[0])
+            except BlockingIOError:
+                break
+            except OSError:
+                wbuf.clear()  # the worker is gone; its death is reported through the pid/read side
+                if raise_if_gone:
+                    raise
+                break
+            if sent < len(wbuf[0]):
+                wbuf[0] = wbuf[0][sent:]
+                break
+            wbuf.popleft()
+        if sock is None:
+            return
+        want = bool(wbuf)
+        if want != handle.wwatch:
+            if want:
+                self._sel.register(sock.fileno(), selectors.EVENT_WRITE, (handle, "write"))
+            else:
+                self._sel.unregister(sock.fileno())
+            handle.wwatch = want
 
     def wait(self, handles: list[WorkerHandle], timeout: float | None) -> list[tuple[WorkerHandle, Any]]:
         if not handles:
@@ -108,6 +160,9 @@ class LocalBackend:
         dead: set[int] = set()
         for key, _mask in self._sel.select(timeout):
             h, kind = key.data
+            if kind == "write":
+                self._flush(h)
+                continue
             if id(h) not in wanted or id(h) in dead:
                 continue
             conn = h.conn
@@ -153,6 +208,13 @@ class LocalBackend:
         self._sel.close()
 
     def _close(self, handle: WorkerHandle) -> None:
+        if handle.wsock is not None:
+            if handle.wwatch:
+                self._sel.unregister(handle.wsock.fileno())
+                handle.wwatch = False
+            handle.wsock.close()
+            handle.wsock = None
+            handle.wbuf.clear()
         for fd in (handle.conn.fileno() if handle.conn is not None else None, handle.pidfd):
             if fd is not None:
                 try:
