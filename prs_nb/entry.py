@@ -211,6 +211,9 @@ class WorkerRuntime:
             else:
                 import cloudpickle
 
+                if cfg.code_dir and os.path.abspath(cfg.code_dir) not in sys.path:
+                    # helper modules in the code folder import as they would beside an entry script
+                    sys.path.insert(0, os.path.abspath(cfg.code_dir))
                 funcs = cloudpickle.loads(cfg.functions_blob or b"")
                 self.entry = resolve_entry(None, funcs, "the functions given to RunFunction")
             if self.entry.init is not None:

@@ -398,6 +398,11 @@ class JobSpec:
         return m.group(1) if m else None
 
     def replace(self, **changes: Any) -> JobSpec:
+        """A copy with ``changes`` applied (and validated); unknown names are a ConfigError."""
+        unknown = sorted(set(changes) - set(JobSpec.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown job setting(s) {unknown}; settings are: "
+                              f"{', '.join(JobSpec.__dataclass_fields__)}")
         return dataclasses.replace(self, **changes)
 
     def effective(self) -> EffectiveSettings:

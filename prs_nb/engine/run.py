@@ -227,6 +227,9 @@ def run_job(
     backend = make_backend(spec.backend, ray_address)  # an unusable backend fails before anything is written
     run_id = run_id or new_run_id()
     runs_root = spec.runs_root if os.path.isabs(spec.runs_root) else os.path.join(base_dir, spec.runs_root)
+    if os.path.exists(runs_root) and not os.path.isdir(runs_root):
+        raise ConfigError(f"runs_root {runs_root!r} is a file; it must be a folder where run directories are "
+                          "created (default ./prs_runs)")
     run_dir = os.path.join(runs_root, _safe_name(spec.name), run_id)
     logs_dir = os.path.join(run_dir, "logs")
     output_paths = resolve_output_paths(spec, run_dir, base_dir)

@@ -143,6 +143,7 @@ class Scheduler:
         self._last_progress = 0.0
         self._avg_run: float | None = None
         self._last_init_error = ""
+        self._any_started = False
         self.shutdown_errors: list[tuple[int, str, str, str]] = []
         self.t0 = time.time()
         self._m0 = time.monotonic()
@@ -259,6 +260,7 @@ class Scheduler:
                     self.running += 1
                 h.inflight.append((mb.index, attempt, mb, now))
                 bundle.append((mb.index, attempt, mb))
+                self._any_started = True
                 self.emit(ev.BatchStarted(mb.index, attempt, h.node_id, h.process_name, wall))
             if not bundle:
                 return
@@ -546,6 +548,8 @@ class Scheduler:
     def _next_wakeup(self) -> float | None:
         now = time.monotonic()
         deadlines = [PROGRESS_EVERY_S]
+        if self.s.first_task_creation_timeout is not None and not self._any_started:
+            deadlines.append(self._m0 + self.s.first_task_creation_timeout - now)
         for w in self.workers:
             if w.inflight:
                 deadlines.append(w.head_start + self.timeout - now)
@@ -555,6 +559,12 @@ class Scheduler:
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
+        ftc = self.s.first_task_creation_timeout
+        if ftc is not None and not self._any_started and now - self._m0 > ftc and self._work_left():
+            self._abort("first_task_creation_timeout",
+                        f"no mini-batch started within --first_task_creation_timeout {ftc:g}s of the job's start "
+                        f"({len(self.init_failures)} init() failure(s); is init() slow or stuck?)")
+            return
         for w in list(self.workers):
             if w.state == "dead" or self.backend.name == "inline":
                 continue

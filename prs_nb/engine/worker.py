@@ -54,7 +54,23 @@ def main(argv: list[str]) -> int:
                 send(run_batch(index, attempt, mb))
         elif msg[0] == "stop":
             send(("bye", runtime.stop()))
+            _fast_exit()
             return 0
+
+
+def _fast_exit() -> None:
+    """Leave without tearing down every loaded module (pandas & co. take ~0.1 s to finalize, paid
+    at the end of every job): run the atexit hooks the user's code registered, flush, and go."""
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 if __name__ == "__main__":

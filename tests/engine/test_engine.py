@@ -427,3 +427,51 @@ def test_failing_shutdown_is_logged_and_the_job_still_completes(workdir):
     err_dir = os.path.join(res.logs_dir, "user", "error", "0")
     assert "cleanup failed" in "".join(open(os.path.join(err_dir, f)).read() for f in os.listdir(err_dir)
                                        if not f.startswith("."))
+
+
+def slow_init():
+    time.sleep(30)
+
+
+def test_first_task_creation_timeout_fails_a_job_whose_init_never_ends(workdir):
+    path = make_files(workdir, 2)
+    t0 = time.monotonic()
+    res = file_job(names, init=slow_init, program_arguments="--first_task_creation_timeout 2")(data=path).run(
+        progress=False)
+    assert time.monotonic() - t0 < 15
+    assert res.status == "Failed" and res.limit == "first_task_creation_timeout"
+    assert "no mini-batch started within --first_task_creation_timeout 2s" in res.reason
+
+
+def use_helper(mini_batch):
+    import cell_helper  # lives in the code folder
+
+    return [cell_helper.VALUE for _ in mini_batch]
+
+
+@pytest.mark.parametrize("backend", ["inline", "local"])
+def test_functions_can_import_helpers_from_the_code_folder(workdir, backend):
+    code = workdir / "code"
+    code.mkdir()
+    (code / "cell_helper.py").write_text("VALUE = 'from-helper'\n")
+    path = make_files(workdir, 2)
+    job = parallel_run_function(name="h", inputs={"data": Input(type="uri_folder")}, outputs={"out": Output()},
+                                backend=backend,
+                                task=RunFunction(code=str(code), run=use_helper, append_row_to="${{outputs.out}}"))
+    res = job(data=path).run(progress=False)
+    assert res.status == "Completed", res.summary()
+    assert res.read_lines() == ["from-helper"] * 2
+    import sys
+
+    sys.modules.pop("cell_helper", None)
+
+
+def test_unknown_run_overrides_and_file_runs_root_are_clear_errors(workdir):
+    from prs_nb import ConfigError
+
+    path = make_files(workdir, 1)
+    with pytest.raises(ConfigError, match=r"unknown job setting\(s\) \['foo'\]"):
+        file_job(names)(data=path).run(foo=1, progress=False)
+    (workdir / "runs_file").write_text("x")
+    with pytest.raises(ConfigError, match="runs_root .* is a file"):
+        file_job(names, runs_root="runs_file")(data=path).run(progress=False)
