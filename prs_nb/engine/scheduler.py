@@ -133,7 +133,6 @@ class Scheduler:
         self.failed = 0
         self.items_ok = 0
         self.items_failed = 0
-        self.items_seen = 0
         self.running = 0
         self.dispatched_all = False
         self.abort_reason: str | None = None
@@ -278,14 +277,22 @@ class Scheduler:
                 h.state = "broken"
 
     # ---------------------------------------------------------------- outcomes
-    def _on_ok(self, h: WorkerHandle, msg: tuple[Any, ...]) -> None:
-        _, index, items, returned, text, header, run_s = msg
+    def _finish_head(self, h: WorkerHandle, index: int, run_s: float) -> tuple[int, Any, float, float]:
+        """Take the worker's running mini-batch off its queue: (attempt, descriptor, start, end)."""
         idx, attempt, mb, _sent = h.inflight.popleft()
+        if idx != index:  # workers answer in the order they were sent: anything else is a bug here
+            raise RuntimeError(f"prs_nb internal error: {h.process_name} answered mini-batch {index}, "
+                               f"expected {idx}")
         avg = self._avg_run
         self._avg_run = run_s if avg is None else avg + 0.05 * (run_s - avg)
         now_m = time.monotonic()
         start_m = h.head_start
         self._advance_head(h, now_m)
+        return attempt, mb, start_m, now_m
+
+    def _on_ok(self, h: WorkerHandle, msg: tuple[Any, ...]) -> None:
+        _, idx, items, returned, text, header, run_s = msg
+        attempt, _mb, start_m, now_m = self._finish_head(h, idx, run_s)
         rec = self.records[idx]
         rec.attempts = attempt
         rec.status = "Succeeded"
@@ -299,7 +306,6 @@ class Scheduler:
         self.succeeded += 1
         self.items_ok += n_items - failed_items
         self.items_failed += failed_items
-        self.items_seen += n_items
         self.writer.write(idx, attempt, text, header)
         self.timeline.append((idx, attempt, h.node_id, h.process_name, rec.start, rec.end, "Succeeded"))
         self.emit(ev.BatchSucceeded(idx, attempt, h.node_id, h.process_name, rec.start, rec.end, n_items,
@@ -308,13 +314,8 @@ class Scheduler:
             self._check_items()
 
     def _on_err(self, h: WorkerHandle, msg: tuple[Any, ...]) -> None:
-        _, index, items, kind, exc_type, message, tb, run_s = msg
-        idx, attempt, mb, _sent = h.inflight.popleft()
-        avg = self._avg_run
-        self._avg_run = run_s if avg is None else avg + 0.05 * (run_s - avg)
-        now_m = time.monotonic()
-        start_m = h.head_start
-        self._advance_head(h, now_m)
+        _, idx, items, kind, exc_type, message, tb, run_s = msg
+        attempt, mb, start_m, now_m = self._finish_head(h, idx, run_s)
         self._attempt_failed(h, mb, attempt, start_m, now_m, items, kind, exc_type, message, tb)
 
     def _advance_head(self, h: WorkerHandle, now_m: float) -> None:
@@ -355,7 +356,6 @@ class Scheduler:
         rec.failed_items = rec.items or 0
         self.failed += 1
         self.items_failed += rec.items or 0
-        self.items_seen += rec.items or 0
         self.writer.skip(mb.index)
         self._check_batches()
         self._check_items()
