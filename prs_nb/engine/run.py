@@ -234,13 +234,14 @@ def run_job(
     logs_dir = os.path.join(run_dir, "logs")
     output_paths = resolve_output_paths(spec, run_dir, base_dir)
     _check_output_paths(spec, output_paths)
+    # everything that can reject the job is checked before its run directory is created
+    argv = [spec.task.entry_script or "<functions>", *resolve_program_arguments(spec, base_dir, output_paths)]
+    csv_kwargs = load_settings_json(code_dir)
+    plan = plan_input(spec, settings, base_dir, count_rows=_wants_context(spec, code_dir))
     os.makedirs(logs_dir, exist_ok=True)
     for name, path in output_paths.items():
         os.makedirs(path if spec.outputs[name].type != "uri_file" else os.path.dirname(path), exist_ok=True)
     out_file = append_row_path(spec, output_paths)
-    argv = [spec.task.entry_script or "<functions>", *resolve_program_arguments(spec, base_dir, output_paths)]
-    csv_kwargs = load_settings_json(code_dir)
-    plan = plan_input(spec, settings, base_dir, count_rows=_wants_context(spec, code_dir))
     _write_job_yaml(spec, run_dir)
     output_dir = (os.path.dirname(out_file) if out_file else
                   next(iter(output_paths.values()), os.path.join(run_dir, "outputs")))

@@ -475,3 +475,11 @@ def test_unknown_run_overrides_and_file_runs_root_are_clear_errors(workdir):
     (workdir / "runs_file").write_text("x")
     with pytest.raises(ConfigError, match="runs_root .* is a file"):
         file_job(names, runs_root="runs_file")(data=path).run(progress=False)
+
+
+def test_a_rejected_job_leaves_no_run_directory(workdir):
+    from prs_nb import InputDataError
+
+    with pytest.raises(InputDataError, match="does not exist"):
+        file_job(names)(data="no_such_folder").run(progress=False)
+    assert not (workdir / "prs_runs").exists()
