@@ -584,16 +584,8 @@ def test_program_arguments_survive_paths_with_spaces(ws: SimpleNamespace) -> Non
     assert argv == ["--labels", str(spaced), "--note", "a b"]
 
 
-# ============================================================ running locally (needs the engine and data layer)
-def _run_job_available() -> None:
-    import prs_nb.engine
-
-    if not hasattr(prs_nb.engine, "run_job"):
-        pytest.skip("prs_nb.engine.run_job is not available yet")
-
-
+# ============================================================ running locally (engine and data layer)
 def test_run_end_to_end(ws: SimpleNamespace) -> None:
-    _run_job_available()
     labels = Dataset.File.from_files(str(ws.labels)).as_named_input("labels")
     config = make_config(ws, mini_batch_size="2", process_count_per_node=2)
     step = make_step(ws, config, inputs=[Dataset.File.from_files(str(ws.data)).as_named_input("images")],
@@ -608,7 +600,6 @@ def test_run_end_to_end(ws: SimpleNamespace) -> None:
 
 @pytest.mark.parametrize("run_max_try", [1, 2])
 def test_run_max_try_counts_total_attempts(ws: SimpleNamespace, run_max_try: int) -> None:
-    _run_job_available()
     config = make_config(ws, entry_script="fail.py", mini_batch_size="5", process_count_per_node=1,
                          run_max_try=run_max_try, output_action="summary_only")
     result = make_step(ws, config, output=None).run(runs_root=str(ws.root / "runs"))
@@ -617,7 +608,6 @@ def test_run_max_try_counts_total_attempts(ws: SimpleNamespace, run_max_try: int
 
 
 def test_run_dataframe_with_partition_keys(ws: SimpleNamespace) -> None:
-    _run_job_available()
     (ws.src / "part.py").write_text("def run(mini_batch, ctx):\n"
                                     "    return [f\"{ctx.partition_key_value['store']}:{len(mini_batch)}\"]\n")
     config = make_config(ws, entry_script="part.py", partition_keys=["store"], process_count_per_node=1)
@@ -628,7 +618,6 @@ def test_run_dataframe_with_partition_keys(ws: SimpleNamespace) -> None:
 
 
 def test_run_rank_mini_batches_without_inputs(ws: SimpleNamespace) -> None:
-    _run_job_available()
     (ws.src / "rank.py").write_text("def run(mini_batch):\n    return []\n")
     config = make_config(ws, entry_script="rank.py", output_action="summary_only", process_count_per_node=1)
     step = make_step(ws, config, inputs=[], output=None, arguments=["--rank_mini_batch_count", "3"])
