@@ -224,7 +224,6 @@ def run_job(
         blob = None
         code_dir = _check_entry_script(spec, base_dir)
         entry_kind = "script"
-    backend = make_backend(spec.backend, ray_address)  # an unusable backend fails before anything is written
     run_id = run_id or new_run_id()
     runs_root = spec.runs_root if os.path.isabs(spec.runs_root) else os.path.join(base_dir, spec.runs_root)
     if os.path.exists(runs_root) and not os.path.isdir(runs_root):
@@ -238,6 +237,7 @@ def run_job(
     argv = [spec.task.entry_script or "<functions>", *resolve_program_arguments(spec, base_dir, output_paths)]
     csv_kwargs = load_settings_json(code_dir)
     plan = plan_input(spec, settings, base_dir, count_rows=_wants_context(spec, code_dir))
+    backend = make_backend(spec.backend, ray_address)
     os.makedirs(logs_dir, exist_ok=True)
     for name, path in output_paths.items():
         os.makedirs(path if spec.outputs[name].type != "uri_file" else os.path.dirname(path), exist_ok=True)
@@ -282,13 +282,12 @@ def run_job(
         outcome = sched.run()
     except BaseException as exc:
         # e.g. an InputDataError found while listing: the logs still say what happened
-        writer.close()
-        backend.close()
         sched.emit(ev.JobFinished("Failed", f"{type(exc).__name__}: {exc}", {}, time.time()))
         logs.close()
         raise
-    writer.close()
-    backend.close()
+    finally:
+        writer.close()
+        backend.close()
     # part files of attempts that never reported (a worker killed after writing one) are not output
     shutil.rmtree(os.path.join(run_dir, "parts"), ignore_errors=True)
     result = _result(spec, run_id, run_dir, logs_dir, output_paths, out_file, outcome, backend.name, settings,
