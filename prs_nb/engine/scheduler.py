@@ -99,19 +99,15 @@ class Scheduler:
         worker_config: WorkerConfig,
         writer: Any,
         listeners: list[Any],
-        skip: set[int] | None = None,
-        workers_per_node: int | None = None,
-        instance_count: int | None = None,
     ) -> None:
         self.s = settings
         self.backend = backend
         self.config = worker_config
         self.writer = writer
         self.listeners = listeners
-        self.skip = skip or set()
         self._it = iter(plan)
-        self.per_node = workers_per_node or settings.workers_per_node
-        self.nodes = instance_count or settings.instance_count
+        self.per_node = settings.workers_per_node
+        self.nodes = settings.instance_count
         if backend.max_workers is not None:
             self.per_node = min(self.per_node, backend.max_workers)
             self.nodes = 1
@@ -166,8 +162,6 @@ class Scheduler:
                 self.emit(ev.BatchesListed(self.listed, True))
                 return
             self.listed += 1
-            if mb.index in self.skip:
-                continue
             self.records[mb.index] = BatchRecord(mb.index, mb.items, mb.describe())
             self.pending.append(mb)
 
