@@ -453,10 +453,11 @@ class Scheduler:
         idx, attempt, mb, _ = h.inflight.popleft()
         start_m = h.head_start
         self.running -= 1
-        self._remove(h, kill=True, reason=f"killed: run() exceeded the {self.timeout:g}s timeout")
+        # the attempt is over when its deadline passes; the kill (and its log line) follows
         self._attempt_failed(h, mb, attempt, start_m, now_m, mb.items, "timeout", "TimeoutError",
                              f"run() did not finish within retry_settings.timeout = {self.timeout:g}s "
                              f"(worker {h.process_name}, pid {h.pid} killed)", "")
+        self._remove(h, kill=True, reason=f"killed: run() exceeded the {self.timeout:g}s timeout")
         self._requeue_rest(h)
         self._replace(h.node_id)
 
