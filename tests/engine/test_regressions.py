@@ -1,4 +1,5 @@
-"""Review findings: each test shows one deviation from the contract / DESIGN (or a hang/crash).
+"""Regression tests from the code review: each pins a fixed deviation from the contract / DESIGN
+(a deadlock, a crash, a miscount) so it cannot come back.
 
 Entry functions are module-level so they pickle; every test runs in its own tmp directory.
 """
