@@ -158,6 +158,7 @@ class ParallelJob:
     """
 
     __slots__ = ("_spec",)
+    _spec: JobSpec
 
     def __init__(self, spec: JobSpec) -> None:
         object.__setattr__(self, "_spec", spec)

@@ -44,7 +44,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import yaml
 
@@ -433,7 +433,7 @@ class ParallelRunConfig:
                 f"allowed_failed_percent must be a number from 0 to 100 (got {value!r}); 100 ignores all "
                 "failed mini-batches"
             )
-        return value
+        return float(value)
 
     @staticmethod
     def _check_output_action(value: Any) -> str:
@@ -488,7 +488,7 @@ class ParallelRunConfig:
                 f"run_invocation_timeout must be a number of seconds greater than 0 and at most {MAX_TIMEOUT_S} "
                 f"(3 days) (got {value!r}); it limits each run() call"
             )
-        return value
+        return cast("int | float", value)
 
     @staticmethod
     def _check_max_try(value: Any) -> int:

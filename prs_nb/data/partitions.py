@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from prs_nb.data.base import TableSlice
 from prs_nb.data.files import ListedFile, Part
@@ -134,7 +134,7 @@ def _key_columns(s: TableSlice, col_keys: list[str], path_keys: list[str],
     missing = [k for k in col_keys if k not in df.columns]
     if missing:
         _raise_missing_column(missing[0], s.path, list(map(str, df.columns)), path_keys, where)
-    return df[col_keys]
+    return cast("pd.DataFrame", df[col_keys])
 
 
 def _raise_missing_column(key: str, path: str, columns: list[str], path_keys: list[str], where: str) -> None:

@@ -23,7 +23,7 @@ import io
 import json
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from prs_nb.data.base import FILES, RANK, TABULAR, MiniBatch, TableSlice
 from prs_nb.errors import InputDataError
@@ -66,7 +66,7 @@ def read_mini_batch(mb: MiniBatch) -> list[str] | pd.DataFrame:
                 raise InputDataError(f"{where}: a tabular part must be a TableSlice or a DataFrame "
                                      f"(got {type(part).__name__})")
         if not frames:
-            return pd.DataFrame()
+            return cast("pd.DataFrame", pd.DataFrame())
         # empty parts would turn int columns into float in concat: leave them out when others have rows
         nonempty = [f for f in frames if len(f)] or frames[:1]
         return pd.concat(nonempty, ignore_index=True) if len(nonempty) > 1 else nonempty[0].reset_index(drop=True)
@@ -148,13 +148,13 @@ def _read_csv(s: TableSlice, opts: dict[str, Any], usecols: Sequence[str] | None
     if s.end < 0:  # read whole (not byte-splittable): pandas decodes the text itself
         if opts.get("skip_header"):
             kw["skiprows"] = 1
-        return pd.read_csv(s.path, **kw)
+        return cast("pd.DataFrame", pd.read_csv(s.path, **kw))
     with open(s.path, "rb") as f:
         f.seek(s.start)
         if usecols is not None:  # a whole-file key scan: stream from the file, keep only the key columns
-            return pd.read_csv(f, **kw)
+            return cast("pd.DataFrame", pd.read_csv(f, **kw))
         data = f.read(s.end - s.start)
-    return pd.read_csv(io.BytesIO(data), **kw)
+    return cast("pd.DataFrame", pd.read_csv(io.BytesIO(data), **kw))
 
 
 def _read_jsonl(s: TableSlice, opts: dict[str, Any], usecols: Sequence[str] | None) -> pd.DataFrame:
@@ -215,7 +215,7 @@ def _read_parquet(s: TableSlice, usecols: Sequence[str] | None) -> pd.DataFrame:
             table = pf.read_row_groups(list(s.row_groups), columns=columns, use_pandas_metadata=True)
         else:
             table = pf.read(columns=columns, use_pandas_metadata=True)
-    return table.to_pandas()
+    return cast("pd.DataFrame", table.to_pandas())
 
 
 def _finish(df: pd.DataFrame, s: TableSlice, opts: dict[str, Any], prefix: str) -> pd.DataFrame:

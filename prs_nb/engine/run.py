@@ -10,7 +10,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from prs_nb import events as ev
 from prs_nb.engine.backends import InlineBackend, LocalBackend
@@ -107,7 +107,7 @@ def _functions_blob(spec: JobSpec) -> bytes:
     t = spec.task
     funcs = {"init": t.init, "run": t.run, "shutdown": t.shutdown}
     try:
-        return cloudpickle.dumps({k: v for k, v in funcs.items() if v is not None})
+        return cast(bytes, cloudpickle.dumps({k: v for k, v in funcs.items() if v is not None}))
     except Exception as exc:
         raise ConfigError(
             f"the functions given to RunFunction cannot be shipped to worker processes with cloudpickle: "
@@ -168,7 +168,7 @@ def make_backend(name: str, address: str | None = None) -> Any:
                               "(a process pool on this machine) or backend='inline'")
         if importlib.util.find_spec("ray") is None:
             raise ConfigError("backend='ray' needs Ray: pip install 'prs_nb[ray]'")
-        from prs_nb.engine.ray_backend import RayBackend  # type: ignore[import-not-found]
+        from prs_nb.engine.ray_backend import RayBackend
 
         return RayBackend(address)
     raise ConfigError(f"backend must be local, inline or ray (got {name!r})")
