@@ -483,3 +483,23 @@ def test_a_rejected_job_leaves_no_run_directory(workdir):
     with pytest.raises(InputDataError, match="does not exist"):
         file_job(names)(data="no_such_folder").run(progress=False)
     assert not (workdir / "prs_runs").exists()
+
+
+def segfault_on_1(mini_batch):
+    import ctypes
+
+    if any(os.path.basename(p).startswith("001") for p in mini_batch):
+        ctypes.string_at(0)  # a real segmentation fault in native code
+    return names(mini_batch)
+
+
+def test_segfault_is_named_and_its_native_traceback_is_in_stderr(workdir):
+    path = make_files(workdir, 3)
+    res = file_job(segfault_on_1, mini_batch_size="1", max_concurrency_per_instance=1,
+                   retry_settings={"max_retries": 0})(data=path).run(progress=False)
+    assert res.status == "Completed" and res.counts["failed"] == 1
+    err = res.errors.iloc[0]
+    assert err["kind"] == "worker_died" and "SIGSEGV" in err["message"] and "segmentation fault" in err["message"]
+    stderr_dir = os.path.join(res.logs_dir, "user", "stderr", "0")
+    dumps = "".join(open(os.path.join(stderr_dir, f)).read() for f in os.listdir(stderr_dir) if not f.startswith("."))
+    assert "Segmentation fault" in dumps and "in segfault_on_1" in dumps
