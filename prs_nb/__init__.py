@@ -7,7 +7,7 @@ Public API::
                                 task=RunFunction(code="./src", entry_script="score.py"))
     result = job(x=Input(type="uri_folder", path="data")).run()
 
-The core never imports IPython, ipywidgets or tqdm.notebook; ``%load_ext prs_nb`` loads the magic.
+The core never imports IPython, ipywidgets or tqdm.notebook.
 """
 
 from __future__ import annotations
@@ -55,13 +55,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(v1, name)
     raise AttributeError(f"module 'prs_nb' has no attribute {name!r}")
-
-
-def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext prs_nb``: registers the %%parallel_run magic (prs_nb.jupyter)."""
-    from prs_nb.jupyter.magic import load_ipython_extension as _load
-
-    _load(ipython)
 
 
 __all__ = [
