@@ -77,7 +77,6 @@ class EntryFunctions:
     run: Callable[..., Any]
     shutdown: Callable[[], Any] | None
     takes_context: bool
-    where: str
 
 
 def takes_context(fn: Callable[..., Any]) -> bool:
@@ -135,7 +134,6 @@ def resolve_entry(module: ModuleType | None, funcs: dict[str, Any] | None, where
         run=run,
         shutdown=shutdown if callable(shutdown) else None,
         takes_context=takes_context(run),
-        where=where,
     )
 
 

@@ -6,8 +6,8 @@ in the code folder (``{"append_row": {"pandas.DataFrame.to_csv": {"sep": ","}}}`
 ``--append_row_dataframe_header True`` (the header line is written once, before the first rows).
 
 The driver writes each successful mini-batch's text once and records it in the journal
-(``<index>\\t<attempt>\\t<output offset after>``) after the output is flushed, so a resumed run can
-truncate a half-written output back to the last journaled offset.
+(``<index>\\t<attempt>\\t<output offset after>``) after the output is flushed: the record a resumed run
+needs to skip finished mini-batches and truncate a half-written output (resume is not built yet).
 """
 
 from __future__ import annotations
@@ -163,24 +163,19 @@ class AppendRowWriter:
 
     FLUSH_BYTES = 1 << 20
 
-    def __init__(self, path: str, journal_path: str, ordered: bool = False, start_offset: int | None = None) -> None:
+    def __init__(self, path: str, journal_path: str, ordered: bool = False) -> None:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self.path = path
-        mode = "r+b" if start_offset is not None and os.path.exists(path) else "wb"
-        self._fh = open(path, mode)  # noqa: SIM115 - kept open for the job's lifetime
-        if start_offset is not None and mode == "r+b":
-            self._fh.truncate(start_offset)
-            self._fh.seek(start_offset)
+        self._fh = open(path, "wb")  # noqa: SIM115 - kept open for the job's lifetime
         self._journal = open(journal_path, "a", encoding="utf-8")  # noqa: SIM115
         self._pending_journal: list[str] = []
         self._buffered = 0
-        self.offset = self._fh.tell()
+        self.offset = 0
         self.ordered = ordered
         self._next = 0
         self._held: dict[int, tuple[int, str | SpilledText]] = {}
         self._skipped: set[int] = set()
-        self._header_written = self.offset > 0
-        self.rows_written = 0
+        self._header_written = False
 
     def write(self, index: int, attempt: int, text: str | SpilledText, header: str | None) -> None:
         if header and not self._header_written:
@@ -220,7 +215,6 @@ class AppendRowWriter:
             self._copy_part(text)
         elif text:
             self._emit_raw(text)
-            self.rows_written += text.count("\n")
         self._pending_journal.append(f"{index}\t{attempt}\t{self.offset}\n")
         if self._buffered >= self.FLUSH_BYTES:
             self.flush()
@@ -233,7 +227,6 @@ class AppendRowWriter:
                     break
                 self._fh.write(chunk)
                 self.offset += len(chunk)
-                self.rows_written += chunk.count(b"\n")
         os.remove(part.path)
         self.flush()
 
@@ -263,8 +256,6 @@ class JournalOnly:
     def __init__(self, journal_path: str) -> None:
         self._journal = open(journal_path, "a", encoding="utf-8")  # noqa: SIM115
         self._pending: list[str] = []
-        self.path = None
-        self.rows_written = 0
 
     def write(self, index: int, attempt: int, text: str, header: str | None) -> None:
         self._pending.append(f"{index}\t{attempt}\t0\n")
@@ -284,21 +275,3 @@ class JournalOnly:
         self.flush()
         self._journal.close()
 
-
-def read_journal(journal_path: str) -> tuple[set[int], int]:
-    """Finished mini-batch indices and the last journaled output offset (for resume)."""
-    done: set[int] = set()
-    offset = 0
-    if not os.path.exists(journal_path):
-        return done, offset
-    with open(journal_path, encoding="utf-8") as fh:
-        for line in fh:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 3 or not line.endswith("\n"):
-                break  # a torn last line: everything before it stands
-            try:
-                done.add(int(parts[0]))
-                offset = int(parts[2])
-            except ValueError:
-                break
-    return done, offset

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from prs_nb.errors import JobFailedError, UserCodeError
+from prs_nb.errors import JobFailedError, UserCodeError, WorkerError
 
 BATCH_COLUMNS = ["index", "items", "returned", "failed_items", "attempts", "status", "node_id", "process",
                  "start", "duration", "error_type", "error", "first_items"]
@@ -104,14 +104,17 @@ class RunResult:
         """Raise :class:`JobFailedError` unless the job Completed; return self otherwise.
 
         The first failure that counted (a mini-batch whose attempts ran out, else the first failed
-        attempt) is chained as ``__cause__``: a :class:`UserCodeError` carrying the worker's
-        traceback, the mini-batch index, attempt, process name and pid."""
+        attempt) is chained as ``__cause__``: a :class:`WorkerError` when the worker died or timed
+        out, else a :class:`UserCodeError` carrying the worker's traceback, the mini-batch index,
+        attempt, process name and pid."""
         if self.status == "Completed":
             return self
         error = JobFailedError(self.summary(), self)
         rows = [r for r in self._error_rows if not r[5]] or self._error_rows
         if rows:
             r = rows[0]
+            if r[2] in ("worker_died", "timeout"):
+                raise error from WorkerError(f"mini-batch {r[0]} attempt {r[1]}: {r[4]}", kind=r[2])
             cause = UserCodeError(f"mini-batch {r[0]} attempt {r[1]} failed on {r[7]} (pid {r[8]}): {r[3]}: {r[4]}",
                                   exc_type=r[3], remote_traceback=r[13], mini_batch_index=r[0], attempt=r[1],
                                   process_name=r[7], pid=r[8])

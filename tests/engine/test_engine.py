@@ -503,3 +503,15 @@ def test_segfault_is_named_and_its_native_traceback_is_in_stderr(workdir):
     stderr_dir = os.path.join(res.logs_dir, "user", "stderr", "0")
     dumps = "".join(open(os.path.join(stderr_dir, f)).read() for f in os.listdir(stderr_dir) if not f.startswith("."))
     assert "Segmentation fault" in dumps and "in segfault_on_1" in dumps
+
+
+def test_raise_for_status_chains_a_worker_error_for_a_dead_worker(workdir):
+    from prs_nb import JobFailedError, WorkerError
+
+    path = make_files(workdir, 4)
+    res = file_job(exit_on_2, mini_batch_size="1", max_concurrency_per_instance=1, mini_batch_error_threshold=0,
+                   retry_settings={"max_retries": 0})(data=path).run(progress=False)
+    with pytest.raises(JobFailedError) as info:
+        res.raise_for_status()
+    cause = info.value.__cause__
+    assert isinstance(cause, WorkerError) and cause.kind == "worker_died" and "exited with code 7" in str(cause)
