@@ -5,6 +5,7 @@
     PrsError                                  every error prs_nb raises on purpose
      +-- ConfigError(PrsError, ValueError)     a setting, argument or spec is invalid
      +-- InputDataError(PrsError, ValueError)  an input cannot be listed or read
+     |    +-- MLTableError                      an MLTable file is malformed or asks for what prs_nb cannot do
      +-- EntryScriptError(PrsError, ImportError)  the entry script/functions cannot be loaded
      +-- JobFailedError(PrsError, RuntimeError)   a job ended Failed/Canceled (carries the RunResult)
      +-- WorkerError(PrsError, RuntimeError)      a worker process died / timed out (per attempt)
@@ -29,6 +30,10 @@ class ConfigError(PrsError, ValueError):
 
 class InputDataError(PrsError, ValueError):
     """An input cannot be listed, split or read."""
+
+
+class MLTableError(InputDataError):
+    """An MLTable file is malformed or uses a transformation prs_nb does not run locally."""
 
 
 class EntryScriptError(PrsError, ImportError):
@@ -108,6 +113,7 @@ __all__ = [
     "PrsError",
     "ConfigError",
     "InputDataError",
+    "MLTableError",
     "EntryScriptError",
     "WorkerError",
     "UserCodeError",

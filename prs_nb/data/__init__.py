@@ -295,14 +295,49 @@ def _mltable_plan(name: str, where: str, mlt_file: str, given: str, keys: Sequen
     from prs_nb.data.mltable import load_mltable
 
     mlt = load_mltable(mlt_file, where=where)
-    for p in mlt.paths:
-        classify(p, where=f"{where}: MLTable {mlt_file}")
+    if mlt.windowed and keys:
+        from prs_nb.errors import MLTableError
+
+        raise MLTableError(f"{where}: MLTable {mlt_file} uses skip/take, which cannot be combined with "
+                           f"partition_keys ({', '.join(keys)}): the window is defined on the whole table. Remove "
+                           "skip/take, or drop partition_keys and group by the key in run()")
     if mlt.read is None:
         size = explicit or DEFAULT_FILE_MINI_BATCH_SIZE
         fmt = mlt.partition_format
         values = (lambda f: fmt.values(f.path)) if fmt is not None else None
+        if mlt.windowed:  # a window over the files, then chunks of the kept files
+            return _windowed_files_plan(name, where, mlt, size, f"MLTable {given} (file list)")
         return _files_plan(name, where, list(mlt.paths), values, keys, size, f"MLTable {given} (file list)")
     size = explicit or DEFAULT_TABULAR_MINI_BATCH_SIZE
-    return _table_plan(name, where, list(mlt.paths), mlt.read, mlt, keys, size, f"MLTable {given} ({mlt.fmt})",
-                       skip_mltable=True, count_rows=count_rows)
+    plan = _table_plan(name, where, list(mlt.paths), mlt.read, mlt, keys, size, f"MLTable {given} ({mlt.fmt})",
+                       skip_mltable=True, count_rows=count_rows or mlt.windowed)
+    if not mlt.windowed:
+        return plan
+    from prs_nb.data.mltable import window_parts
+    from prs_nb.data.read import read_slice
+
+    def rows(part: Part) -> int:  # whole-file slices (multi-line, utf16) are counted by reading them
+        return part.items if part.items is not None else len(read_slice(part.source, where=where))
+
+    table_parts = plan._parts
+    return InputPlan(TABULAR, name, lambda: window_parts(table_parts(), mlt.offset, mlt.limit, tabular=True,
+                                                         count=rows),
+                     plan.describe() + _window_text(mlt))
+
+
+def _window_text(mlt: MLTableSpec) -> str:
+    return f", skip {mlt.offset}" * (mlt.offset > 0) + (f", take {mlt.limit}" if mlt.limit is not None else "")
+
+
+def _windowed_files_plan(name: str, where: str, mlt: MLTableSpec, size: int, what: str) -> InputPlan:
+    from itertools import islice
+
+    stop = None if mlt.limit is None else mlt.offset + mlt.limit
+
+    def parts() -> Iterator[Part]:
+        kept = islice(iter_paths(list(mlt.paths), where=where), mlt.offset, stop)
+        for block in chunks(kept, size):
+            yield Part(len(block), [f.path for f in block], {}, None, "")
+
+    return InputPlan(FILES, name, parts, f"{what}: files, {size} per mini-batch{_window_text(mlt)}")
 
