@@ -143,5 +143,19 @@ class JobFinished:
     time: float = 0.0
 
 
+@dataclass(frozen=True)
+class JobReused:
+    """The run was served from the reuse cache: outputs copied from ``source_run_dir``, no worker started.
+    A ``JobFinished`` follows."""
+
+    job_name: str
+    run_id: str
+    run_dir: str
+    source_run_dir: str
+    source_run_id: str
+    key: str
+    time: float
+
+
 class Listener(Protocol):
     def on_event(self, event: Any) -> None: ...

@@ -237,6 +237,17 @@ def run_job(
     argv = [spec.task.entry_script or "<functions>", *resolve_program_arguments(spec, base_dir, output_paths)]
     csv_kwargs = load_settings_json(code_dir)
     plan = plan_input(spec, settings, base_dir, count_rows=_wants_context(spec, code_dir))
+    fp = None
+    if spec.is_deterministic:  # reuse (contract 9/12): an identical earlier run is served, no worker starts
+        from prs_nb.cache import ReuseCache, fingerprint
+
+        fp = fingerprint(spec, base_dir=base_dir, code_dir=code_dir, functions_blob=blob, argv=argv,
+                         run_dir=run_dir, runs_root=runs_root)
+        reused = ReuseCache(runs_root).serve(fp, spec=spec, run_id=run_id, run_dir=run_dir, output_paths=output_paths)
+        if reused is not None:
+            _write_job_yaml(spec, run_dir)
+            _announce_reused(reused, fp.key or "", [*listeners, progress_listener(progress, spec)])
+            return reused
     backend = make_backend(spec.backend, ray_address)
     os.makedirs(logs_dir, exist_ok=True)
     for name, path in output_paths.items():
@@ -294,7 +305,25 @@ def run_job(
                      csv_kwargs)
     sched.emit(ev.JobFinished(outcome.status, outcome.reason, result.counts, time.time()))
     logs.close()
+    if fp is not None:
+        from prs_nb.cache import ReuseCache
+
+        ReuseCache(runs_root).store(fp, result, spec)
     return result
+
+
+def _announce_reused(result: RunResult, key: str, listeners: list[Any]) -> None:
+    import json
+
+    with open(os.path.join(result.run_dir, "reused.json"), encoding="utf-8") as fh:
+        source = json.load(fh)
+    events = [ev.JobReused(result.job_name, result.run_id, result.run_dir, source["source_run_dir"],
+                           source["source_run_id"], key, time.time()),
+              ev.JobFinished("Completed", "", result.counts, time.time())]
+    for listener in listeners:
+        if listener is not None:
+            for event in events:
+                listener.on_event(event)
 
 
 def _check_output_paths(spec: JobSpec, output_paths: dict[str, str]) -> None:

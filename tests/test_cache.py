@@ -1,0 +1,280 @@
+"""Reuse (contract 9/12): identical reruns are served from the cache; every kind of change reruns;
+the cache survives a new process and two identical jobs running at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from prs_nb import Input, Output, RunFunction, parallel_run_function
+from prs_nb import events as ev
+from prs_nb.cache import CACHE_DIR, ReuseCache, fingerprint
+
+WORKTREE = str(Path(__file__).resolve().parents[1])
+
+SCRIPT = """\
+import os, sys
+SUFFIX = "v1"
+def init():
+    pass
+def run(mini_batch):
+    return [os.path.basename(p) + " " + SUFFIX + " " + " ".join(sys.argv[1:]) + " " + os.environ.get("GREETING", "-")
+            for p in mini_batch]
+"""
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def on_event(self, event: object) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type) -> list[object]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def make_project(root: Path, n_files: int = 6) -> Path:
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "score.py").write_text(SCRIPT)
+    (root / "data").mkdir()
+    for i in range(n_files):
+        (root / "data" / f"{i:03d}.txt").write_text(f"file {i}\n")
+    return root
+
+
+def script_job(root: Path, **changes):
+    settings = dict(
+        name="reuse", inputs={"data": Input(type="uri_folder"), "tag": Input(type="string", default="a")},
+        outputs={"out": Output(type="uri_folder")}, input_data="${{inputs.data}}", mini_batch_size="2",
+        max_concurrency_per_instance=2,
+        task=RunFunction(code=str(root / "src"), entry_script="score.py", program_arguments="--tag ${{inputs.tag}}",
+                         append_row_to="${{outputs.out}}"),
+    )
+    settings.update(changes)
+    return parallel_run_function(**settings)
+
+
+def run(job, root: Path, backend: str = "inline", listeners=(), tag: str = "a", **kw):
+    return job(data=Input(type="uri_folder", path=str(root / "data")), tag=tag).run(
+        backend=backend, progress=False, listeners=listeners, runs_root=str(root / "runs"), **kw)
+
+
+def test_identical_rerun_is_served_from_the_cache(tmp_path):
+    root = make_project(tmp_path)
+    job = script_job(root)
+    first = run(job, root, backend="local")
+    assert first.status == "Completed" and not first.reused and first.counts["workers"] == 2
+    rec = Recorder()
+    second = run(job, root, backend="local", listeners=[rec])
+    assert second.reused and second.status == "Completed" and second.run_dir != first.run_dir
+    assert second.counts["workers"] == 0 and not rec.of(ev.WorkerStarted) and not rec.of(ev.BatchStarted)
+    (reused_event,) = rec.of(ev.JobReused)
+    assert reused_event.source_run_dir == first.run_dir and isinstance(rec.events[-1], ev.JobFinished)
+    assert Path(second.output_path).read_bytes() == Path(first.output_path).read_bytes()
+    assert sorted(second.read_lines()) == [f"{i:03d}.txt v1 --tag a -" for i in range(6)]
+    assert second.output_path.startswith(second.run_dir)
+    info = json.loads((Path(second.run_dir) / "reused.json").read_text())
+    assert info["source_run_id"] == first.run_id and info["reused"] is True
+    assert (Path(second.run_dir) / "job.yml").is_file()
+    assert "reused" in (Path(second.logs_dir) / "job_result.txt").read_text()
+    assert not (Path(second.logs_dir) / "user").exists()  # no process logs: nothing ran
+    assert "(reused a previous identical run)" in second.summary()
+    assert {k: v for k, v in second.counts.items() if k != "workers"} == \
+        {k: v for k, v in first.counts.items() if k != "workers"}
+    pd.testing.assert_frame_equal(second.batches, first.batches)
+
+
+def _edit_code(root: Path) -> None:
+    (root / "src" / "score.py").write_text(SCRIPT.replace('SUFFIX = "v1"', 'SUFFIX = "v2"'))
+
+
+def _add_helper_file(root: Path) -> None:
+    (root / "src" / "helper.py").write_text("X = 1\n")
+
+
+def _edit_data_same_size(root: Path) -> None:
+    p = root / "data" / "003.txt"
+    st = p.stat()
+    p.write_text("file X\n")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime: only the content tells
+
+
+def _add_data_file(root: Path) -> None:
+    (root / "data" / "999.txt").write_text("new\n")
+
+
+CHANGES = {
+    "code: entry script edited": (lambda root: _edit_code(root), {}),
+    "code: another file in the code folder": (lambda root: _add_helper_file(root), {}),
+    "data: content changed, same size and mtime": (lambda root: _edit_data_same_size(root), {}),
+    "data: a file added": (lambda root: _add_data_file(root), {}),
+    "settings: mini_batch_size": (None, {"mini_batch_size": "3"}),
+    "settings: retry_settings": (None, {"retry_settings": {"max_retries": 0, "timeout": 30}}),
+    "settings: error_threshold": (None, {"error_threshold": 5}),
+    "arguments: bound input value": (None, {"_tag": "b"}),
+    "environment variables": (None, {"environment_variables": {"GREETING": "hi"}}),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_each_kind_of_change_reruns_then_hits_again(tmp_path, change):
+    root = make_project(tmp_path)
+    mutate, overrides = CHANGES[change]
+    tag = overrides.pop("_tag", "a")
+    base = run(script_job(root), root)
+    assert not base.reused and run(script_job(root), root).reused
+    if mutate is not None:
+        mutate(root)
+    changed = run(script_job(root, **overrides), root, tag=tag)
+    assert changed.status == "Completed" and not changed.reused, change
+    again = run(script_job(root, **overrides), root, tag=tag)
+    assert again.reused and sorted(again.read_lines()) == sorted(changed.read_lines())
+    if change.startswith(("code: entry", "arguments", "environment")):
+        assert sorted(changed.read_lines()) != sorted(base.read_lines())
+
+
+def _fn_v1(mini_batch):
+    return [len(mini_batch)] * len(mini_batch)
+
+
+def _fn_v2(mini_batch):
+    return [len(mini_batch) * 10] * len(mini_batch)
+
+
+def test_functions_and_dataframes_are_fingerprinted(tmp_path):
+    df = pd.DataFrame({"x": range(100)})
+
+    def job(fn, frame):
+        j = parallel_run_function(name="fn", inputs={"t": Input(type="mltable")}, outputs={"o": Output()},
+                                  input_data="${{inputs.t}}", mini_batch_size="400",
+                                  task=RunFunction(run=fn, append_row_to="${{outputs.o}}"))
+        return j(t=frame).run(backend="inline", progress=False, runs_root=str(tmp_path / "runs"))
+
+    assert not job(_fn_v1, df).reused
+    assert job(_fn_v1, df.copy()).reused  # equal content: a hit
+    assert not job(_fn_v2, df).reused  # another function
+    changed = df.copy()
+    changed.loc[50, "x"] = -1
+    assert not job(_fn_v1, changed).reused  # one value changed
+    assert job(_fn_v1, changed).reused
+
+
+def test_no_reuse_when_not_deterministic_or_failed(tmp_path):
+    root = make_project(tmp_path)
+    assert not run(script_job(root, is_deterministic=False), root).reused
+    assert not run(script_job(root, is_deterministic=False), root).reused
+    (root / "src" / "score.py").write_text("def run(mini_batch):\n    raise ValueError('boom')\n")
+    failed = run(script_job(root, retry_settings={"max_retries": 0}, mini_batch_error_threshold=0), root)
+    assert failed.status == "Failed"
+    again = run(script_job(root, retry_settings={"max_retries": 0}, mini_batch_error_threshold=0), root)
+    assert again.status == "Failed" and not again.reused  # failures are never cached
+
+
+def test_output_bound_to_a_user_path_is_restored_by_a_hit(tmp_path):
+    root = make_project(tmp_path)
+    out = tmp_path / "results" / "scores.txt"
+    job = script_job(root, outputs={"out": Output(type="uri_file", path=str(out))})
+    first = run(job, root)
+    assert not first.reused and first.output_path == str(out)
+    content = out.read_bytes()
+    out.write_text("overwritten by someone\n")
+    second = run(job, root)
+    assert second.reused and second.output_path == str(out) and out.read_bytes() == content
+
+
+def test_a_tampered_cache_entry_is_dropped(tmp_path):
+    root = make_project(tmp_path)
+    first = run(script_job(root), root)
+    with open(first.output_path, "a") as fh:  # the cache hard-links the run's file: editing it breaks the entry
+        fh.write("edited\n")
+    second = run(script_job(root), root)
+    assert not second.reused and "edited" not in Path(second.output_path).read_text()
+    assert run(script_job(root), root).reused
+
+
+def test_named_pipe_in_the_input_is_not_opened(tmp_path):
+    root = make_project(tmp_path)
+    os.mkfifo(root / "data" / "pipe")
+    spec = script_job(root)(data=Input(type="uri_folder", path=str(root / "data"))).spec
+    result: list[object] = []
+    t = threading.Thread(target=lambda: result.append(fingerprint(
+        spec, base_dir=str(root), code_dir=str(root / "src"), functions_blob=None, argv=[], run_dir="x",
+        runs_root=str(root / "runs"))), daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "fingerprinting opened the named pipe and blocked"
+    fp = result[0]
+    os.remove(root / "data" / "pipe")
+    (root / "data" / "pipe").write_text("")
+    fp2 = fingerprint(spec, base_dir=str(root), code_dir=str(root / "src"), functions_blob=None, argv=[],
+                      run_dir="x", runs_root=str(root / "runs"))
+    assert fp.key and fp2.key and fp.parts["data"] != fp2.parts["data"]  # a pipe is not an empty file
+
+
+def test_remote_input_is_never_reused(tmp_path):
+    root = make_project(tmp_path)
+    spec = script_job(root)(data=Input(type="uri_folder", path="azureml://datastores/x/paths/y")).spec
+    fp = fingerprint(spec, base_dir=str(root), code_dir=str(root / "src"), functions_blob=None, argv=[],
+                     run_dir="x", runs_root=str(root / "runs"))
+    assert fp.key is None and "remote URI" in fp.reason
+    assert ReuseCache(str(root / "runs")).serve(fp, spec=spec, run_id="r", run_dir=str(root / "r"),
+                                               output_paths={}) is None
+
+
+RUNNER = """\
+import json, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_cache import run, script_job
+root = Path(sys.argv[1])
+r = run(script_job(root), root, backend="local")
+print(json.dumps({{"status": r.status, "reused": r.reused, "out": Path(r.output_path).read_text()}}))
+"""
+
+
+def test_two_identical_jobs_at_once_in_two_processes(tmp_path):
+    root = make_project(tmp_path, n_files=8)
+    (tmp_path / "runner.py").write_text(RUNNER.format(tests=os.path.dirname(__file__)))
+    env = {**os.environ, "PYTHONPATH": WORKTREE}
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "runner.py"), str(root)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=120)
+        assert p.returncode == 0, stderr
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    assert [o["status"] for o in outs] == ["Completed", "Completed"]
+    assert sorted(outs[0]["out"].splitlines()) == sorted(outs[1]["out"].splitlines())
+    cache = root / "runs" / CACHE_DIR
+    entries = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(entries) == 1 and (entries[0] / "entry.json").is_file(), sorted(os.listdir(cache))
+    # a third run, in this process (as after a kernel restart), is served from what they stored
+    third = run(script_job(root), root, backend="local")
+    assert third.reused and sorted(third.read_lines()) == sorted(outs[0]["out"].splitlines())
+
+
+def test_cache_key_ignores_cosmetic_fields_and_run_dirs(tmp_path):
+    root = make_project(tmp_path)
+    first = run(script_job(root), root)
+    relabelled = script_job(root, display_name="Nice name", description="text", tags={"a": "b"})
+    second = run(relabelled, root)
+    assert second.reused and json.loads((Path(second.run_dir) / "reused.json").read_text())["source_run_dir"] == \
+        first.run_dir
+
+
+def test_runs_root_inside_the_code_folder_is_not_part_of_the_code(tmp_path):
+    root = make_project(tmp_path)
+    job = script_job(root)
+    first = job(data=Input(type="uri_folder", path=str(root / "data"))).run(
+        backend="inline", progress=False, runs_root=str(root / "src" / "runs"))
+    second = job(data=Input(type="uri_folder", path=str(root / "data"))).run(
+        backend="inline", progress=False, runs_root=str(root / "src" / "runs"))
+    assert not first.reused and second.reused
