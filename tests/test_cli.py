@@ -1,0 +1,132 @@
+"""The ``prs-nb`` command line, called as a user would: ``python -m prs_nb ...`` in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prs_nb import Input, Output, RunFunction, parallel_run_function
+from prs_nb.cli import apply_settings
+from prs_nb.errors import ConfigError
+
+WORKTREE = str(Path(__file__).resolve().parents[1])
+
+SCORE = """\
+import os, sys
+def init():
+    pass
+def run(mini_batch):
+    out = []
+    for p in mini_batch:
+        if os.path.basename(p).startswith("bad"):
+            raise ValueError(f"cannot score {os.path.basename(p)}")
+        out.append(os.path.basename(p) + " " + " ".join(sys.argv[1:]) + " " + os.environ.get("MODEL", "-"))
+    return out
+"""
+
+
+def cli(*args: str, cwd: Path, timeout: float = 120, **popen: object) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": WORKTREE, "COLUMNS": "120"}
+    return subprocess.run([sys.executable, "-m", "prs_nb", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, **popen)  # type: ignore[call-overload]
+
+
+def make_project(root: Path, n: int = 6, bad: int = 0) -> Path:
+    (root / "src").mkdir(parents=True, exist_ok=True)
+    (root / "src" / "score.py").write_text(SCORE)
+    (root / "data").mkdir(exist_ok=True)
+    for i in range(n):
+        (root / "data" / f"{i:03d}.txt").write_text(f"{i}\n")
+    for i in range(bad):
+        (root / "data" / f"bad{i}.txt").write_text("x\n")
+    return root
+
+
+def score_job(root: Path, **changes: object):
+    settings: dict[str, object] = dict(
+        name="score", inputs={"data": Input(type="uri_folder", path=str(root / "data")),
+                              "tag": Input(type="string", default="a")},
+        outputs={"out": Output(type="uri_folder")}, input_data="${{inputs.data}}", mini_batch_size="2",
+        max_concurrency_per_instance=2, retry_settings={"max_retries": 1, "timeout": 30},
+        task=RunFunction(code=str(root / "src"), entry_script="score.py", program_arguments="--tag ${{inputs.tag}}",
+                         append_row_to="${{outputs.out}}", environment="azureml:sklearn:1"),
+    )
+    settings.update(changes)
+    return parallel_run_function(**settings)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------- help and usage
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["validate", "--help"], ["show", "--help"],
+                                  ["demo", "--help"]])
+def test_help_everywhere(tmp_path, args):
+    p = cli(*args, cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout.startswith("usage: prs-nb") and not p.stderr
+    if args[0] == "run":
+        for flag in ("--set KEY=VALUE", "--input NAME=PATH", "--output NAME=PATH", "--backend {local,inline}",
+                     "--resume RUN_DIR", "--no-reuse", "--runs-root DIR", "-q", "130 interrupted"):
+            assert flag in p.stdout, flag
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "usage: prs-nb"),
+    (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
+    (["run"], "the following arguments are required: FILE.yml"),
+    (["run", "job.yml", "--backend", "gpu"], "argument --backend: invalid choice: 'gpu' (choose from"),
+    (["run", "missing.yml"], "prs-nb run: error: missing.yml: no such file"),
+    (["show", "nowhere"], "not a run directory"),
+    (["demo", "--files", "0"], "argument --files: expected a number >= 1 (got 0)"),
+    (["run", "job.yml", "--resume", "nowhere"], "--resume nowhere: not a run directory"),
+])
+def test_bad_arguments_exit_2_with_one_line(tmp_path, args, message):
+    (tmp_path / "job.yml").write_text("type: parallel\n")
+    p = cli(*args, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert message in p.stderr and "Traceback" not in p.stderr and not p.stdout
+
+
+# ---------------------------------------------------------------------------------- --set (in process: the rules)
+def test_set_uses_jobspec_names_and_validation(tmp_path):
+    spec = score_job(make_project(tmp_path)).spec
+    new = apply_settings(spec, [("mini_batch_size", "5"), ("retry_settings.max_retries", "1"),
+                                ("environment_variables.MODEL", "small"), ("logging_level", "debug"),
+                                ("partition_keys", "a,b"), ("resources.instance_count", "2"),
+                                ("task.program_arguments", "--x 1"), ("error_threshold", "3")])
+    assert new.mini_batch_size == "5" and new.retry_settings.max_retries == 1 and new.retry_settings.timeout == 30
+    assert new.environment_variables == {"MODEL": "small"} and new.logging_level == "DEBUG"
+    assert new.partition_keys == ("a", "b") and new.resources.instance_count == 2
+    assert new.task.program_arguments == "--x 1" and new.task.entry_script == "score.py" and new.error_threshold == 3
+    for assignment, message in [
+        (("mini_batch_size", "10 MB"), r"mini_batch_size must look like '10', '512KB' or '1GB'"),
+        (("retry_settings.max_retries", "-1"), r"retry_settings.max_retries must be"),
+        (("retry_settings.retries", "1"), r"retry_settings has no setting 'retries'; it has max_retries, timeout"),
+        (("mini_batch_sise", "1"), r"unknown setting 'mini_batch_sise' \(did you mean 'mini_batch_size'\?\)"),
+        (("inputs.data", "x"), r"--set inputs.data: this setting cannot be set here; use --input/--output"),
+        (("error_threshold.x", "1"), r"error_threshold is a single value"),
+        (("logging_level", "ERROR"), r"logging_level must be one of DEBUG, INFO, WARNING"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            apply_settings(spec, [assignment])
+
+
+# ---------------------------------------------------------------------------------- show
+def test_show_a_failed_run_and_a_reused_run(tmp_path):
+    root = make_project(tmp_path, bad=1)
+    job = score_job(root, mini_batch_error_threshold=0)
+    failed = job().run(progress=False, runs_root=str(root / "runs"))
+    assert failed.status == "Failed"
+    p = cli("show", failed.run_dir, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert f"Job 'score' (run {failed.run_id}): Failed" in out
+    assert "failed mini-batches:" in out and "ValueError: cannot score bad0.txt" in out
+    assert os.path.join(failed.logs_dir, "job_error.txt") in out and os.path.join(failed.logs_dir, "user") in out
+    (root / "data" / "bad0.txt").unlink()
+    ok = job().run(progress=False, runs_root=str(root / "runs"))
+    again = job().run(progress=False, runs_root=str(root / "runs"))
+    assert ok.status == "Completed" and again.reused
+    p = cli("show", again.run_dir, cwd=tmp_path)
+    assert p.returncode == 0 and f"reused: outputs copied from {ok.run_dir}" in p.stdout
