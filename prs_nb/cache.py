@@ -16,8 +16,9 @@ earlier run are copied (or hard-linked) into the new run directory, the new run 
   concurrency, thresholds, retries, logging level, ports, task template, output action, backend...),
   but not cosmetic ones (display_name, description, tags, properties, compute, identity, runs_root);
 * ``code``: the code folder's content (every regular file's relative path and bytes, skipping
-  ``__pycache__``, ``.git``, ``.ipynb_checkpoints`` and the runs root), and for notebook functions
-  their cloudpickle bytes and source text;
+  ``__pycache__``, ``.git``, ``.ipynb_checkpoints`` and the runs root; without a code folder, the
+  entry script alone), and for notebook functions their cloudpickle bytes and source text, plus the
+  text of the module file they come from when it has one (cloudpickle ships those by reference);
 * ``arguments``: the bound program arguments (this run's directory replaced by a placeholder);
 * ``environment``: the job's ``environment_variables``;
 * ``data``: every bound data input by content - files and folders (recursively) by relative path,
@@ -100,8 +101,10 @@ def fingerprint(spec: JobSpec, *, base_dir: str, code_dir: str | None, functions
     parts["settings"] = _digest(json.dumps(settings, sort_keys=True, default=repr))
     try:
         code = hashlib.sha256()
-        if code_dir is not None:
+        if code_dir is not None and spec.task.code:
             code.update(hasher.tree(code_dir, code=True).encode())
+        elif code_dir is not None and t.entry_script:  # no code folder: the script alone, not the whole cwd
+            code.update(hasher.path(os.path.join(code_dir, t.entry_script)).encode())
         if functions_blob is not None:
             code.update(functions_blob)
             code.update(_function_sources(spec).encode())
@@ -149,6 +152,12 @@ def _function_sources(spec: JobSpec) -> str:
             texts.append(inspect.getsource(fn))
         except (OSError, TypeError):
             texts.append(getattr(fn, "__qualname__", repr(fn)))
+        # cloudpickle ships functions of importable modules by reference: their module's text is the code
+        module = sys.modules.get(getattr(fn, "__module__", "") or "")
+        file = getattr(module, "__file__", None)
+        if file and getattr(module, "__name__", "") != "__main__" and os.path.isfile(file):
+            with open(file, "rb") as fh:
+                texts.append(hashlib.sha256(fh.read()).hexdigest())
     return "\0".join(texts)
 
 

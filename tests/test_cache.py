@@ -278,3 +278,43 @@ def test_runs_root_inside_the_code_folder_is_not_part_of_the_code(tmp_path):
     second = job(data=Input(type="uri_folder", path=str(root / "data"))).run(
         backend="inline", progress=False, runs_root=str(root / "src" / "runs"))
     assert not first.reused and second.reused
+
+
+def test_function_from_a_module_is_keyed_by_the_module_text(tmp_path, monkeypatch):
+    """cloudpickle ships functions of importable modules by reference: a change to a helper they call
+    (not to their own source) must still rerun."""
+    import importlib
+
+    (tmp_path / "mods").mkdir()
+    mod_file = tmp_path / "mods" / "prs_reuse_mod.py"
+    mod_file.write_text("def helper():\n    return 'v1'\n\ndef run(mini_batch):\n    return [helper()] * len(mini_batch)\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    mod = importlib.import_module("prs_reuse_mod")
+    root = make_project(tmp_path / "p")
+
+    def go():
+        job = parallel_run_function(name="m", inputs={"d": Input()}, outputs={"o": Output()}, input_data="${{inputs.d}}",
+                                    task=RunFunction(run=mod.run, append_row_to="${{outputs.o}}"))
+        return job(d=str(root / "data")).run(backend="inline", progress=False, runs_root=str(tmp_path / "runs"))
+
+    assert not go().reused and go().reused
+    mod_file.write_text(mod_file.read_text().replace("'v1'", "'v2'"))
+    importlib.reload(mod)
+    changed = go()
+    assert not changed.reused and set(changed.read_lines()) == {"v2"}
+
+
+def test_without_a_code_folder_only_the_entry_script_counts(tmp_path, monkeypatch):
+    root = make_project(tmp_path)
+    monkeypatch.chdir(root / "src")
+    job = parallel_run_function(name="nc", inputs={"d": Input()}, outputs={"o": Output()}, input_data="${{inputs.d}}",
+                                task=RunFunction(entry_script="score.py", append_row_to="${{outputs.o}}"))
+
+    def go():
+        return job(d=str(root / "data")).run(backend="inline", progress=False, runs_root=str(tmp_path / "runs"))
+
+    assert not go().reused
+    (root / "src" / "notes.txt").write_text("unrelated file in the working directory\n")
+    assert go().reused
+    (root / "src" / "score.py").write_text(SCRIPT.replace("v1", "v3"))
+    assert not go().reused
