@@ -448,8 +448,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    import warnings
+
+    def show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                     line: Any = None) -> None:
+        print(f"prs-nb {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = show_warning  # one line each (e.g. unknown YAML keys), no source lines
+            return int(args.func(args))
     except KeyboardInterrupt:
         print(f"prs-nb {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
