@@ -248,3 +248,193 @@ def test_keyboard_interrupt_inline_returns_canceled(workdir, backend):
     res = file_job(interrupting, mini_batch_size="1")(data=path).run(progress=False, backend=backend)
     assert res.status == "Canceled" and res.counts["succeeded"] == 3
     assert res.read_lines() == ["000.txt", "001.txt", "002.txt"]
+
+
+# ---------------------------------------------------------------- timeouts (contract 6.3)
+
+
+def _hang(kind):
+    if kind == "sleep":
+        time.sleep(60)
+    elif kind == "regex":
+        import re
+
+        re.match(r"(a+)+$", "a" * 40 + "b")  # catastrophic backtracking: C code holding the GIL
+    elif kind == "libc":
+        import ctypes
+
+        ctypes.CDLL(None).sleep(60)  # native sleep, outside the interpreter
+
+
+def mark_init():
+    with open(os.path.join(os.environ["MARK_DIR"], f"init-{os.getpid()}"), "w") as fh:
+        fh.write("1")
+
+
+def hang_on_3(mini_batch):
+    if any(p.endswith("003.txt") for p in mini_batch):
+        _hang(os.environ["HANG"])
+    return names(mini_batch)
+
+
+def hang_first_attempt_on_3(mini_batch):
+    for p in mini_batch:
+        if p.endswith("003.txt") and not os.path.exists(p + ".hung"):
+            open(p + ".hung", "w").close()
+            time.sleep(60)
+    return names(mini_batch)
+
+
+@pytest.mark.parametrize("hang", ["sleep", "regex", "libc"])
+def test_hanging_run_is_killed_recorded_and_retried_on_a_fresh_worker(workdir, hang):
+    marks = workdir / "marks"
+    marks.mkdir()
+    path = make_files(workdir, 6)
+    job = file_job(hang_on_3, init=mark_init, mini_batch_size="1", max_concurrency_per_instance=2,
+                   retry_settings={"max_retries": 1, "timeout": 1},
+                   environment_variables={"MARK_DIR": str(marks), "HANG": hang})
+    t0 = time.monotonic()
+    res = job(data=path).run(progress=False)
+    took = time.monotonic() - t0
+    assert took < 2 * 1 + 5, took  # two 1 s attempts plus start-up: the job finishes on time
+    assert res.status == "Completed" and res.counts["succeeded"] == 5 and res.counts["failed"] == 1
+    errs = res.errors
+    assert list(errs["kind"]) == ["timeout", "timeout"] and list(errs["attempt"]) == [1, 2]
+    assert list(errs["index"]) == [3, 3]
+    assert errs["pid"].iloc[0] != errs["pid"].iloc[1]  # the retry ran on another process
+    assert "retry_settings.timeout = 1s" in errs["message"].iloc[0] and "killed" in errs["message"].iloc[0]
+    # every worker, replacements included, ran init() once
+    assert len(os.listdir(marks)) == res.counts["workers"] >= 3
+    assert sorted(res.read_lines()) == [f"{i:03d}.txt" for i in range(6) if i != 3]
+    batch = res.batches.set_index("index").loc[3]
+    assert batch["status"] == "Failed" and batch["attempts"] == 2 and batch["error_type"] == "TimeoutError"
+
+
+def test_timeout_then_success_on_retry_keeps_every_row_once(workdir):
+    path = make_files(workdir, 6)
+    res = file_job(hang_first_attempt_on_3, mini_batch_size="1", max_concurrency_per_instance=2,
+                   retry_settings={"max_retries": 2, "timeout": 1})(data=path).run(progress=False)
+    assert res.status == "Completed" and res.counts["failed"] == 0
+    assert list(res.errors["kind"]) == ["timeout"]
+    assert sorted(res.read_lines()) == [f"{i:03d}.txt" for i in range(6)]
+
+
+def hanging_init():
+    time.sleep(60)
+
+
+def test_hanging_init_is_bounded_and_stops_the_job(workdir, monkeypatch):
+    from prs_nb.engine import scheduler
+
+    # contract 6.3 allows init() 3 x timeout + 30 s; a shorter grace keeps this test fast
+    monkeypatch.setattr(scheduler, "INIT_GRACE_S", 0.5)
+    path = make_files(workdir, 3)
+    t0 = time.monotonic()
+    res = file_job(names, init=hanging_init, max_concurrency_per_instance=1,
+                   retry_settings={"timeout": 0.5})(data=path).run(progress=False)
+    assert time.monotonic() - t0 < 15
+    assert res.status == "Failed" and res.limit == "init"
+    assert "init() did not finish within 2s" in res.reason
+    assert res.counts["workers"] == 3 and res.counts["not_run"] == 1
+
+
+# ---------------------------------------------------------------- crashes (contract 6.4)
+
+
+def _crash(kind):
+    if kind == "exit":
+        os._exit(5)
+    elif kind == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "segfault":
+        import ctypes
+
+        ctypes.string_at(0)
+    elif kind == "memory":
+        import resource
+
+        with open("/proc/self/status") as fh:
+            vm = next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmSize:"))
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 256 * 2**20, resource.RLIM_INFINITY))
+        hog = [bytearray(64 * 2**20) for _ in range(64)]  # 4 GB: far over the limit
+        return hog
+    return None
+
+
+def crash_on_1(mini_batch):
+    if any(p.endswith("001.txt") for p in mini_batch):
+        _crash(os.environ["CRASH"])
+    return names(mini_batch)
+
+
+def crash_in_init():
+    _crash(os.environ["CRASH"])
+
+
+CRASHES = [
+    ("exit", "worker_died", "exited with code 5"),
+    ("sigkill", "worker_died", "killed by SIGKILL - out of memory"),
+    ("segfault", "worker_died", "SIGSEGV"),
+    ("memory", "exception", "hint: the worker ran out of memory"),
+]
+
+
+@pytest.mark.parametrize("crash,kind,text", CRASHES)
+def test_crash_in_run_fails_the_attempt_with_its_cause(workdir, crash, kind, text):
+    path = make_files(workdir, 4)
+    res = file_job(crash_on_1, mini_batch_size="1", max_concurrency_per_instance=1,
+                   retry_settings={"max_retries": 1}, environment_variables={"CRASH": crash})(data=path).run(
+        progress=False)
+    assert res.status == "Completed" and res.counts["failed"] == 1 and res.counts["succeeded"] == 3
+    errs = res.errors
+    assert list(errs["index"]) == [1, 1] and list(errs["kind"]) == [kind, kind]
+    assert text in errs["message"].iloc[0], errs["message"].iloc[0]
+    if crash == "memory":
+        assert errs["error_type"].iloc[0] == "MemoryError"
+    else:
+        assert str(errs["pid"].iloc[0]) in errs["message"].iloc[0]  # names the process that died
+    assert sorted(res.read_lines()) == ["000.txt", "002.txt", "003.txt"]
+
+
+@pytest.mark.parametrize("crash,text", [("exit", "exited with code 5"), ("sigkill", "SIGKILL"),
+                                        ("segfault", "SIGSEGV"), ("memory", "MemoryError")])
+def test_init_that_keeps_crashing_stops_after_3_per_worker_slot(workdir, crash, text):
+    path = make_files(workdir, 3)
+    t0 = time.monotonic()
+    res = file_job(names, init=crash_in_init, max_concurrency_per_instance=1,
+                   environment_variables={"CRASH": crash})(data=path).run(progress=False)
+    assert time.monotonic() - t0 < 20
+    assert res.status == "Failed" and res.limit == "init"
+    assert "init() failed 3 times (3 allowed per node)" in res.reason and text in res.reason, res.reason
+    assert res.counts["workers"] == 3 and res.counts["succeeded"] == 0
+
+
+def init_fails_but_in_the_first_worker():
+    first = os.path.join(os.environ["MARK_DIR"], "first")
+    try:
+        fd = os.open(first, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.close(fd)
+    except FileExistsError:
+        raise RuntimeError("GPU not available") from None
+
+
+def slow_names_02(mini_batch):
+    time.sleep(0.2)
+    return names(mini_batch)
+
+
+def test_job_wide_init_policy_stops_after_2_x_workers_failures(workdir, monkeypatch):
+    from prs_nb.engine import scheduler
+
+    # the contract's job-wide rule applies once the job has run 2 minutes; here from the start
+    monkeypatch.setattr(scheduler, "INIT_JOB_WIDE_AFTER_S", 0.0)
+    marks = workdir / "marks"
+    marks.mkdir()
+    path = make_files(workdir, 200)
+    res = file_job(slow_names_02, init=init_fails_but_in_the_first_worker, mini_batch_size="1",
+                   max_concurrency_per_instance=2, environment_variables={"MARK_DIR": str(marks)})(data=path).run(
+        progress=False)
+    assert res.status == "Failed" and res.limit == "init", res.reason
+    assert "init() failed 4 times (job-wide limit: 2 x 1 node(s) x 2 worker(s) = 4" in res.reason
+    assert "GPU not available" in res.reason
+    assert res.counts["workers"] == 5 and res.counts["not_run"] > 100

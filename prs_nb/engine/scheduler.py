@@ -44,6 +44,8 @@ LOOKAHEAD = 10_000
 PULL_STEP = 32
 PROGRESS_EVERY_S = 0.25
 STOP_GRACE_S = 30.0
+INIT_GRACE_S = 30.0  # init() may take 3 x retry_settings.timeout + this (contract 6.3)
+INIT_JOB_WIDE_AFTER_S = 120.0  # contract 6.3: after 2 min, 2 x nodes x workers init() failures stop the job
 CANCEL_GRACE_S = 1.0  # after a cancel, idle workers get this long for shutdown(), then SIGKILL
 
 
@@ -357,6 +359,7 @@ class Scheduler:
         rec.attempts = attempt
         if items is not None:
             rec.items = items
+        message = message + memory_hint(exc_type)
         will_retry = attempt < self.max_attempts and not self.abort_reason and not self.canceled
         event = ev.BatchFailed(mb.index, attempt, h.node_id, h.process_name, h.pid, self._wall(start_m),
                                self._wall(end_m), rec.items, kind, exc_type, message, tb, will_retry,
@@ -421,6 +424,7 @@ class Scheduler:
 
     def _on_init_err(self, h: WorkerHandle, exc_type: str, message: str, tb: str) -> None:
         node = h.node_id
+        message = message + memory_hint(exc_type)
         self.init_fail[node] += 1
         failure = ev.InitFailed(node, h.process_name, h.pid, message, exc_type, tb)
         self.init_failures.append(failure)
@@ -434,6 +438,13 @@ class Scheduler:
     def _after_init_failure(self, node: int) -> None:
         """A stopped node starts no new process; the job fails for init() only when no node can run
         anything any more (healthy workers of a stopped node keep working)."""
+        total = sum(self.init_fail)
+        limit = 2 * self.nodes * self.per_node
+        if total >= limit and time.monotonic() - self._m0 > INIT_JOB_WIDE_AFTER_S:
+            self._abort("init", (f"init() failed {total} times (job-wide limit: 2 x {self.nodes} node(s) x "
+                                 f"{self.per_node} worker(s) = {limit} once the job has run "
+                                 f"{INIT_JOB_WIDE_AFTER_S:g}s); last error: {self._last_init_error}"))
+            return
         if all(self.node_stopped) and not any(w.state in ("ready", "broken") for w in self.workers):
             self._abort("init", (f"init() failed {sum(self.init_fail)} times ({3 * self.per_node} allowed per "
                                  f"node) and no worker is left; last error: {self._last_init_error}"))
@@ -492,7 +503,7 @@ class Scheduler:
         self._replace(h.node_id)
 
     def _init_deadline(self) -> float:
-        return 3 * self.timeout + 30
+        return 3 * self.timeout + INIT_GRACE_S
 
     # ---------------------------------------------------------------- main loop
     def run(self) -> Outcome:
@@ -691,6 +702,13 @@ class Scheduler:
         self._maybe_progress(force=True)
 
 
+def memory_hint(exc_type: str) -> str:
+    if exc_type != "MemoryError":
+        return ""
+    return (" (hint: the worker ran out of memory - use a smaller mini_batch_size or fewer workers "
+            "(max_concurrency_per_instance), or free memory between mini-batches)")
+
+
 def describe_exit(code: int | None) -> str:
     """Exit code or signal in words, with the likely cause."""
     import signal as _signal
@@ -703,7 +721,8 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             name = f"signal {-code}"
         cause = {
-            "SIGKILL": "killed (out of memory? the OOM killer sends SIGKILL; or killed by a user/timeout)",
+            "SIGKILL": "killed by SIGKILL - out of memory (the kernel's OOM killer sends SIGKILL) or killed from "
+                       "outside (kill -9, a container limit)",
             "SIGSEGV": "crashed with a segmentation fault (a bug in a C extension?)",
             "SIGABRT": "aborted (a failed assertion in native code?)",
             "SIGBUS": "crashed with a bus error (memory-mapped file gone?)",
