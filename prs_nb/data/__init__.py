@@ -19,7 +19,8 @@ Kind (from the *declared* input type, else the bound ``Input``'s type, else ``ur
   (default 10) - see :mod:`prs_nb.data.files`.
 * ``mltable``: tables (CSV/TSV, Parquet, JSON Lines files, a folder or glob of them), cut by size
   (default 1 MiB) - see :mod:`prs_nb.data.tabular`; or a folder with an ``MLTable`` file - see
-  :mod:`prs_nb.data.mltable` (without a read transformation an MLTable is a file list).
+  :mod:`prs_nb.data.mltable` (without a read transformation, or bound in a mount/download mode, an
+  MLTable is a file list; with one, in ``direct`` mode or no mode, it is tabular).
 * a DataFrame, bound to any input type: tabular, split by rows.
 * ``--rank_mini_batch_count N`` (> 0) in program_arguments: N data-less rank mini-batches; like v1,
   the inputs are then ignored (contract 5.5), so this wins even when input_data is set.
@@ -49,6 +50,10 @@ if TYPE_CHECKING:
     from prs_nb.data.mltable import MLTableSpec
     from prs_nb.data.tabular import ReadOptions
     from prs_nb.spec import EffectiveSettings, JobSpec
+
+#: Data modes in which an MLTable input reaches run() as a list of files even with a read transformation
+#: (Azure mounts or downloads the files the MLTable lists); ``direct`` or no mode keeps it tabular.
+FILE_LIST_MODES = ("ro_mount", "rw_mount", "mount", "download", "eval_mount", "eval_download")
 
 __all__ = ["FILES", "RANK", "TABULAR", "InputPlan", "MiniBatch", "TableSlice", "count_items", "plan_input",
            "read_mini_batch"]
@@ -138,7 +143,8 @@ def plan_input(spec: JobSpec, settings: EffectiveSettings, base_dir: str | None 
 
         mlt_file = find_mltable(entries[0][1]) if len(entries) == 1 else None
         if mlt_file is not None:
-            return _mltable_plan(name, where, mlt_file, entries[0][0], keys, explicit, count_rows)
+            return _mltable_plan(name, where, mlt_file, entries[0][0], keys, explicit, count_rows,
+                                 file_list=_input_mode(spec, name) in FILE_LIST_MODES)
         from prs_nb.data.tabular import ReadOptions, extension_format
 
         for _, path in entries:
@@ -152,6 +158,14 @@ def plan_input(spec: JobSpec, settings: EffectiveSettings, base_dir: str | None 
 
 
 # ---------------------------------------------------------------------------------- bound values
+def _input_mode(spec: JobSpec, name: str) -> str | None:
+    """The data mode of input ``name``: the bound Input's, else the declared port's (None if unset)."""
+    bound = spec.bindings.get(name)
+    declared = spec.inputs.get(name)
+    return (getattr(bound, "mode", None) if isinstance(bound, Input) else None) or \
+        (declared.mode if declared is not None else None)
+
+
 def _bound_value(spec: JobSpec, name: str) -> tuple[Any, str]:
     declared = spec.inputs.get(name)
     if name in spec.bindings:
@@ -291,10 +305,14 @@ def _table_plan(name: str, where: str, paths: list[str], opts: ReadOptions, mlt:
 
 
 def _mltable_plan(name: str, where: str, mlt_file: str, given: str, keys: Sequence[str],
-                  explicit: int | None, count_rows: bool = True) -> InputPlan:
+                  explicit: int | None, count_rows: bool = True, *, file_list: bool = False) -> InputPlan:
+    import dataclasses
+
     from prs_nb.data.mltable import load_mltable
 
     mlt = load_mltable(mlt_file, where=where)
+    if file_list and mlt.read is not None:  # mounted/downloaded (contract 3.2): the files, not the rows
+        mlt = dataclasses.replace(mlt, read=None)
     if mlt.windowed and keys:
         from prs_nb.errors import MLTableError
 

@@ -21,9 +21,12 @@ without any, the MLTable is a *file list* and mini-batches are lists of paths),
 ``read_delta_lake``...) raises :class:`MLTableError` naming the key, the file and what to do, rather
 than being ignored, because ignoring it would change the rows.
 
-Which use applies (contract 3.2): an MLTable **with** a read transformation is *tabular* (mini-batches
-are DataFrames, cut by ``mini_batch_size`` bytes, default 1 MiB); **without** one it is a *file list*
-(mini-batches are lists of paths, ``mini_batch_size`` files, default 10), like ``uri_folder``.
+Which use applies (contract 3.2): an MLTable **with** a read transformation, bound in ``direct`` mode
+or with no mode, is *tabular* (mini-batches are DataFrames, cut by ``mini_batch_size`` bytes, default
+1 MiB); **without** one, or bound in a mount/download mode (``ro_mount``, ``download``,
+``eval_mount``...; Azure then hands the listed files to the job), it is a *file list* (mini-batches are
+lists of paths, ``mini_batch_size`` files, default 10), like ``uri_folder``; the read
+transformation's column steps then do not apply.
 
 ``skip`` / ``take`` apply in order to the table's rows (tabular) or to the listed files (file list),
 in listing order (files sorted by path, rows in file order): ``skip: 2`` then ``take: 5`` gives rows

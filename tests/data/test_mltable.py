@@ -350,3 +350,29 @@ def test_mltable_tabular_and_file_list_jobs_end_to_end(tmp_path):
 
 def _kind_and_len(mini_batch):
     return [f"{type(mini_batch).__name__} {len(mini_batch)}"] * len(mini_batch)
+
+
+@pytest.mark.parametrize(("mode", "kind"), [(None, TABULAR), ("direct", TABULAR), ("ro_mount", FILES),
+                                            ("download", FILES), ("eval_mount", FILES)])
+def test_mode_decides_tabular_or_file_list(tmp_path, mode, kind):
+    """Contract 3.2: tabular = mltable in direct mode with a read transformation; mounted or downloaded,
+    the job gets the files the MLTable lists."""
+    from prs_nb.data import plan_input
+    from prs_nb.spec import Input, JobSpec, RunFunction
+
+    root = tmp_path / "t"
+    root.mkdir()
+    for i in range(3):
+        pd.DataFrame({"v": [i]}).to_csv(root / f"{i}.csv", index=False)
+    write_mltable(root, {"paths": [{"pattern": "./*.csv"}], "transformations": ["read_delimited", {"skip": 1}]})
+    for declared, bound in ((Input(type="mltable", mode=mode), Input(type="mltable", path=str(root))),
+                            (Input(type="mltable"), Input(type="mltable", path=str(root), mode=mode))):
+        spec = JobSpec(name="t", inputs={"d": declared}, input_data="${{inputs.d}}", bindings={"d": bound},
+                       task=RunFunction(run=len))
+        plan = plan_input(spec, spec.effective())
+        assert plan.kind == kind
+        data = [read_mini_batch(mb) for mb in plan]
+        if kind == FILES:  # skip applies to the files
+            assert [os.path.basename(p) for p in data[0]] == ["1.csv", "2.csv"]
+        else:
+            assert pd.concat(data)["v"].tolist() == [1, 2]
