@@ -48,6 +48,14 @@ def run_job(spec: JobSpec, **kwargs: Any) -> RunResult:
     return _run(spec, **kwargs)
 
 
+def load(path: Any) -> Any:
+    """Read an Azure ML YAML file (see :func:`prs_nb.yamlio.load.load`): a parallel component ->
+    ParallelJob, a pipeline job -> PipelineJob; both have ``.run()``."""
+    from prs_nb.yamlio.load import load as _load
+
+    return _load(path)
+
+
 def __getattr__(name: str) -> Any:
     # v1 classes are loaded on first use, keeping `import prs_nb` (and every worker) light.
     if name in ("ParallelRunConfig", "ParallelRunStep"):
@@ -70,6 +78,7 @@ __all__ = [
     "JobSpec",
     "RunResult",
     "run_job",
+    "load",
     "parse_mini_batch_size",
     "ParallelRunConfig",
     "ParallelRunStep",
