@@ -145,6 +145,11 @@ def _prepared_spec(obj: Any, args: argparse.Namespace) -> Any:
     spec = apply_settings(spec, parse_assignments(args.set or [], "--set"))
     spec = bind_io(spec, parse_assignments(args.input or [], "--input"), parse_assignments(args.output or [],
                                                                                           "--output"))
+    name = spec.input_data_name
+    port = spec.inputs.get(name) if name else None
+    if port is not None and name not in spec.bindings and port.path is None and port.default is None:
+        raise UsageError(f"input {name!r} (the input_data) has no data: pass --input {name}=PATH (a folder, file, "
+                         f"glob or MLTable folder)")
     changes: dict[str, Any] = {}
     if getattr(args, "backend", None):
         changes["backend"] = args.backend
@@ -164,7 +169,7 @@ def error_table(result: Any, limit: int = 20) -> str:
     head = ("mini-batch", "attempt", "kind", "process", "error")
     body = [(str(r[0]), str(r[1]), str(r[2]), str(r[7]), f"{r[3]}: {_first_line(r[4])}"[:100]) for r in rows[:limit]]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)).rstrip() for b in body]
     if len(rows) > limit:
@@ -336,7 +341,8 @@ def show_run(run_dir: str) -> str:
             body = [(r["mini_batch_index"], r["status"], r["attempt"], r["process_name"],
                      f"{r['error_type']}: {r['error_message']}"[:100]) for r in failed[:20]]
             widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-            lines += ["", "failed mini-batches:", "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
+            lines += ["", "failed mini-batches:",
+                      "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip(),
                       "  ".join("-" * w for w in widths)]
             lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)).rstrip() for b in body]
             if len(failed) > 20:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,141 @@ def test_show_a_failed_run_and_a_reused_run(tmp_path):
     assert ok.status == "Completed" and again.reused
     p = cli("show", again.run_dir, cwd=tmp_path)
     assert p.returncode == 0 and f"reused: outputs copied from {ok.run_dir}" in p.stdout
+
+
+# ---------------------------------------------------------------------------------- run (YAML files)
+COMPONENT = """\
+$schema: https://azuremlschemas.azureedge.net/latest/parallelComponent.schema.json
+type: parallel
+name: score
+inputs:
+  data: {type: uri_folder}
+  tag: {type: string, default: a}
+outputs:
+  out: {type: uri_folder}
+input_data: ${{inputs.data}}
+mini_batch_size: "2"
+max_concurrency_per_instance: 2
+mini_batch_error_threshold: 0
+retry_settings: {max_retries: 1, timeout: 60}
+task:
+  type: run_function
+  code: ./src
+  entry_script: score.py
+  program_arguments: --tag ${{inputs.tag}}
+  append_row_to: ${{outputs.out}}
+  environment: azureml:sklearn:1
+"""
+
+
+def write_component(root: Path, text: str = COMPONENT) -> Path:
+    (root / "score.yml").write_text(text)
+    return root / "score.yml"
+
+
+def output_lines(stdout: str) -> list[str]:
+    line = next(x for x in stdout.splitlines() if x.strip().startswith("output:"))
+    return sorted(Path(line.split("output:", 1)[1].strip()).read_text().splitlines())
+
+
+def test_run_a_component_with_inputs_settings_and_reuse(tmp_path):
+    root = make_project(tmp_path, n=5)
+    write_component(root)
+    p = cli("run", "score.yml", "--input", "data=data", "--input", "tag=zz", "--set", "mini_batch_size=1",
+            "--set", "environment_variables.MODEL=small", "--runs-root", "runs", cwd=root)
+    assert p.returncode == 0, p.stderr
+    assert "prs_nb job 'score'" in p.stdout and ": Completed" in p.stdout and "mini-batches: 5 total, 5 succeeded" in p.stdout
+    assert output_lines(p.stdout) == [f"{i:03d}.txt --tag zz small" for i in range(5)]
+    assert "5/5" in p.stderr  # the tqdm bar, on stderr
+    again = cli("run", "score.yml", "--input", "data=data", "--input", "tag=zz", "--set", "mini_batch_size=1",
+                "--set", "environment_variables.MODEL=small", "--runs-root", "runs", cwd=root)
+    assert again.returncode == 0 and "(reused a previous identical run)" in again.stdout
+    assert output_lines(again.stdout) == output_lines(p.stdout)
+    forced = cli("run", "score.yml", "--input", "data=data", "--input", "tag=zz", "--set", "mini_batch_size=1",
+                 "--set", "environment_variables.MODEL=small", "--runs-root", "runs", "--no-reuse", "-q", cwd=root)
+    assert forced.returncode == 0 and forced.stdout.strip() == "score: Completed" and not forced.stderr
+    changed = cli("run", "score.yml", "--input", "data=data", "--input", "tag=other", "--runs-root", "runs", "-q",
+                  "--backend", "inline", cwd=root)
+    assert changed.returncode == 0 and changed.stdout.strip() == "score: Completed"
+
+
+def test_run_a_failing_job_exits_1_with_the_error_table(tmp_path):
+    root = make_project(tmp_path, n=3, bad=1)
+    write_component(root)
+    p = cli("run", "score.yml", "--input", "data=data", "--runs-root", "runs", cwd=root)
+    assert p.returncode == 1, p.stderr
+    assert ": Failed - mini_batch_error_threshold exceeded" in p.stdout
+    table = p.stdout.split("failed attempts:\n", 1)[1]
+    assert table.splitlines()[0].split() == ["mini-batch", "attempt", "kind", "process", "error"]
+    assert "ValueError: cannot score bad0.txt" in table and len([x for x in table.splitlines() if "bad0" in x]) == 2
+    q = cli("run", "score.yml", "--input", "data=data", "--runs-root", "runs", "-q", cwd=root)
+    assert q.returncode == 1 and q.stdout.startswith("score: Failed - mini_batch_error_threshold exceeded")
+    assert "cannot score bad0.txt" in q.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--set", "mini_batch_size=10 MB"], "prs-nb run: error: mini_batch_size must look like '10', '512KB' or '1GB'"),
+    (["--set", "retry_settings.max_retries=-1"], "prs-nb run: error: retry_settings.max_retries must be"),
+    (["--set", "nonsense=1"], "prs-nb run: error: --set nonsense: unknown setting 'nonsense'"),
+    (["--set", "novalue"], "prs-nb run: error: --set takes KEY=VALUE (got 'novalue')"),
+    (["--input", "images=data"], "prs-nb run: error: --input images: the job has no input 'images'; its inputs: data, tag"),
+    (["--output", "x=o"], "prs-nb run: error: --output x: the job has no output 'x'; its outputs: out"),
+    (["--input", "data=nowhere"], "does not exist"),
+    ([], "prs-nb run: error: input 'data' (the input_data) has no data: pass --input data=PATH"),
+])
+def test_bad_job_arguments_exit_2_before_anything_runs(tmp_path, args, message):
+    root = make_project(tmp_path)
+    write_component(root)
+    extra = [] if args and args[0] == "--input" or not args else ["--input", "data=data"]
+    p = cli("run", "score.yml", *extra, *args, "--runs-root", "runs", cwd=root)
+    assert p.returncode == 2 and message in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (root / "runs" / "score").exists()
+
+
+def test_bad_yaml_files_exit_2(tmp_path):
+    root = make_project(tmp_path)
+    write_component(root, COMPONENT.replace('mini_batch_size: "2"', "mini_batch_size: [1"))
+    p = cli("run", "score.yml", cwd=root)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "score.yml" in p.stderr
+    write_component(root, COMPONENT.replace("entry_script: score.py", "entry_script: missing.py"))
+    p = cli("validate", "score.yml", "--input", "data=data", cwd=root)
+    assert p.returncode == 2 and "missing.py" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_validate_checks_without_running(tmp_path):
+    root = make_project(tmp_path)
+    write_component(root)
+    p = cli("validate", "score.yml", "--input", "data=data", cwd=root)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("score.yml: OK - parallel job 'score', entry score.py, input folder") and \
+        "files, 2 per mini-batch" in p.stdout
+    assert not (root / "prs_runs").exists()
+
+
+def test_ctrl_c_exits_130(tmp_path):
+    root = make_project(tmp_path, n=4)
+    (root / "src" / "score.py").write_text(
+        "import os, time\ndef run(mini_batch):\n    open(os.environ['MARK'], 'w').close()\n    time.sleep(60)\n"
+        "    return mini_batch\n")
+    write_component(root)
+    env = {**os.environ, "PYTHONPATH": WORKTREE, "MARK": str(tmp_path / "started")}
+    proc = subprocess.Popen([sys.executable, "-m", "prs_nb", "run", "score.yml", "--input", "data=data", "-q"],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(tmp_path / "started", proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
