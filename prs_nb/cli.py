@@ -140,14 +140,21 @@ def _spec_of(obj: Any) -> Any:
     return obj.spec
 
 
-def _prepared_spec(obj: Any, args: argparse.Namespace) -> Any:
+def _unbound_input_data(spec: Any) -> str | None:
+    name = spec.input_data_name
+    port = spec.inputs.get(name) if name else None
+    if port is not None and name not in spec.bindings and port.path is None and port.default is None:
+        return str(name)
+    return None
+
+
+def _prepared_spec(obj: Any, args: argparse.Namespace, *, need_data: bool = True) -> Any:
     spec = _spec_of(obj)
     spec = apply_settings(spec, parse_assignments(args.set or [], "--set"))
     spec = bind_io(spec, parse_assignments(args.input or [], "--input"), parse_assignments(args.output or [],
                                                                                           "--output"))
-    name = spec.input_data_name
-    port = spec.inputs.get(name) if name else None
-    if port is not None and name not in spec.bindings and port.path is None and port.default is None:
+    name = _unbound_input_data(spec)
+    if need_data and name is not None:
         raise UsageError(f"input {name!r} (the input_data) has no data: pass --input {name}=PATH (a folder, file, "
                          f"glob or MLTable folder)")
     changes: dict[str, Any] = {}
@@ -275,7 +282,7 @@ def _validate(args: argparse.Namespace) -> int:
         names = ", ".join(getattr(obj, "jobs", {}))
         print(f"{args.file}: OK - pipeline job with nodes {names}")
         return EXIT_OK
-    spec = _prepared_spec(obj, args)
+    spec = _prepared_spec(obj, args, need_data=False)
     print(f"{args.file}: OK - {check_spec(spec, os.getcwd())}")
     return EXIT_OK
 
@@ -293,10 +300,14 @@ def check_spec(spec: Any, base_dir: str) -> str:
         raise ConfigError("the job has no entry: task.entry_script is missing")
     if not spec.task.uses_functions:
         _check_entry_script(spec, base_dir)
+    entry = spec.task.entry_script or "functions"
+    unbound = _unbound_input_data(spec)
+    if unbound is not None:  # a component meant to be bound later: its data cannot be checked yet
+        return (f"parallel component {spec.name!r}, entry {entry}; input {unbound!r} not bound (check it with "
+                f"--input {unbound}=PATH)")
     outputs = resolve_output_paths(spec, os.path.join(base_dir, "<run dir>"), base_dir)
     resolve_program_arguments(spec, base_dir, outputs)
     plan = plan_input(spec, settings, base_dir, count_rows=False)
-    entry = spec.task.entry_script or "functions"
     return f"parallel job {spec.name!r}, entry {entry}, input {plan.describe()}"
 
 

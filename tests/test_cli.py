@@ -242,6 +242,10 @@ def test_validate_checks_without_running(tmp_path):
     assert p.stdout.startswith("score.yml: OK - parallel job 'score', entry score.py, input folder") and \
         "files, 2 per mini-batch" in p.stdout
     assert not (root / "prs_runs").exists()
+    p = cli("validate", "score.yml", cwd=root)
+    assert p.returncode == 0 and "input 'data' not bound (check it with --input data=PATH)" in p.stdout
+    p = cli("validate", "score.yml", "--input", "data=nowhere", cwd=root)
+    assert p.returncode == 2 and "nowhere" in p.stderr and "does not exist" in p.stderr
 
 
 def test_ctrl_c_exits_130(tmp_path):
