@@ -21,6 +21,7 @@ from prs_nb.errors import (
     InputDataError,
     JobFailedError,
     PrsError,
+    ResumeError,
     UserCodeError,
     WorkerError,
 )
@@ -46,6 +47,14 @@ def run_job(spec: JobSpec, **kwargs: Any) -> RunResult:
     from prs_nb.engine.run import run_job as _run
 
     return _run(spec, **kwargs)
+
+
+def resume(run_dir: Any, *, progress: Any = None, backend: str | None = None, listeners: Any = ()) -> RunResult:
+    """Continue an interrupted run (see :func:`prs_nb.engine.resume.resume`)."""
+    from prs_nb.engine.resume import resume as _resume
+
+    result: RunResult = _resume(run_dir, progress=progress, backend=backend, listeners=listeners)
+    return result
 
 
 def __getattr__(name: str) -> Any:
@@ -80,4 +89,6 @@ __all__ = [
     "JobFailedError",
     "UserCodeError",
     "WorkerError",
+    "ResumeError",
+    "resume",
 ]
