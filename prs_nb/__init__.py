@@ -21,6 +21,7 @@ from prs_nb.errors import (
     InputDataError,
     JobFailedError,
     PrsError,
+    ResumeError,
     UserCodeError,
     WorkerError,
 )
@@ -56,6 +57,14 @@ def load(path: Any) -> Any:
     return _load(path)
 
 
+def resume(run_dir: Any, *, progress: Any = None, backend: str | None = None, listeners: Any = ()) -> RunResult:
+    """Continue an interrupted run (see :func:`prs_nb.engine.resume.resume`)."""
+    from prs_nb.engine.resume import resume as _resume
+
+    result: RunResult = _resume(run_dir, progress=progress, backend=backend, listeners=listeners)
+    return result
+
+
 def __getattr__(name: str) -> Any:
     # v1 classes are loaded on first use, keeping `import prs_nb` (and every worker) light.
     if name in ("ParallelRunConfig", "ParallelRunStep"):
@@ -89,4 +98,6 @@ __all__ = [
     "JobFailedError",
     "UserCodeError",
     "WorkerError",
+    "ResumeError",
+    "resume",
 ]

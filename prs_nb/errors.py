@@ -10,6 +10,8 @@
      +-- JobFailedError(PrsError, RuntimeError)   a job ended Failed/Canceled (carries the RunResult)
      +-- WorkerError(PrsError, RuntimeError)      a worker process died / timed out (per attempt)
      +-- UserCodeError(PrsError, RuntimeError)    init()/run()/shutdown() raised (per attempt)
+     +-- ResumeError(PrsError, RuntimeError)      a run cannot be resumed (input changed, output gone,
+                                                  still running, unsigned or unsaved job)
 
 A message says what failed, where, what was expected and what was got, and what to do.
 Exceptions carry structured fields and survive pickling (they cross process boundaries).
@@ -98,6 +100,11 @@ def _rebuild_user_code_error(message: str, exc_type: str, tb: str, idx: int | No
                          attempt=attempt, process_name=process_name, pid=pid)
 
 
+class ResumeError(PrsError, RuntimeError):
+    """An interrupted run cannot be resumed: its input changed, its output was deleted, another
+    driver still runs it, or its saved job is missing, unsigned or could not be saved."""
+
+
 class JobFailedError(PrsError, RuntimeError):
     """A job ended Failed or Canceled; ``result`` holds the RunResult with counts, errors and log paths."""
 
@@ -118,4 +125,5 @@ __all__ = [
     "WorkerError",
     "UserCodeError",
     "JobFailedError",
+    "ResumeError",
 ]

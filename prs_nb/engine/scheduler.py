@@ -34,6 +34,7 @@ from typing import Any
 
 from prs_nb import events as ev
 from prs_nb.engine.backends import DIED, WorkerHandle
+from prs_nb.engine.journal import fingerprint
 from prs_nb.entry import WorkerConfig
 from prs_nb.spec import EffectiveSettings
 
@@ -104,7 +105,10 @@ class Scheduler:
         worker_config: WorkerConfig,
         writer: Any,
         listeners: list[Any],
+        done: Any = None,
     ) -> None:
+        """``done``: journal entries (index -> JournalEntry) of mini-batches finished by an earlier,
+        interrupted session of this run (resume): counted, never run again."""
         self.s = settings
         self.backend = backend
         self.config = worker_config
@@ -147,10 +151,34 @@ class Scheduler:
         self.shutdown_errors: list[tuple[int, str, str, str]] = []
         self.t0 = time.time()
         self._m0 = time.monotonic()
+        self.done = dict(done or {})
+        self._preload_done()
         self._cancel_reason: str | None = None
         self._cancel_at = 0.0
         self._interrupts = 0
         self._hurry = False  # a second Ctrl-C: kill everything now, no shutdown()
+
+    def _preload_done(self) -> None:
+        for idx in sorted(self.done):
+            e = self.done[idx]
+            rec = BatchRecord(idx, e.items, "(finished before the run was resumed)")
+            rec.attempts, rec.returned, rec.failed_items = e.attempt, e.returned, e.failed_items
+            self.records[idx] = rec
+            self.listed += 1
+            if e.status == "S":
+                rec.status = "Succeeded"
+                self.succeeded += 1
+                self.items_ok += e.items - e.failed_items
+                self.items_failed += e.failed_items
+            else:
+                rec.status = "Failed"
+                rec.failed_items = e.items
+                rec.message = "failed before the run was resumed (see that session's logs)"
+                self.failed += 1
+                self.items_failed += e.items
+        if self.done:
+            self._check_batches()
+            self._check_items()
 
     # ---------------------------------------------------------------- cancel
     def cancel(self, reason: str = "canceled by the user") -> None:
@@ -193,6 +221,8 @@ class Scheduler:
                 self.listing_done = True
                 self.emit(ev.BatchesListed(self.listed, True))
                 return
+            if mb.index in self.done:
+                continue  # finished in an earlier session of this run (resume)
             self.listed += 1
             self.records[mb.index] = BatchRecord(mb.index, mb.items, mb.describe())
             self.pending.append(mb)
@@ -332,7 +362,7 @@ class Scheduler:
         self.succeeded += 1
         self.items_ok += n_items - failed_items
         self.items_failed += failed_items
-        self.writer.write(idx, attempt, text, header)
+        self.writer.write(idx, attempt, text, header, (n_items, returned, failed_items, fingerprint(_mb)))
         self.timeline.append((idx, attempt, h.node_id, h.process_name, rec.start, rec.end, "Succeeded"))
         self.emit(ev.BatchSucceeded(idx, attempt, h.node_id, h.process_name, rec.start, rec.end, n_items,
                                     returned, failed_items, run_s))
@@ -383,7 +413,7 @@ class Scheduler:
         rec.failed_items = rec.items or 0
         self.failed += 1
         self.items_failed += rec.items or 0
-        self.writer.skip(mb.index)
+        self.writer.skip(mb.index, attempt, (rec.items or 0, 0, rec.items or 0, fingerprint(mb)))
         self._check_batches()
         self._check_items()
         self._check_percent()
@@ -508,6 +538,8 @@ class Scheduler:
     # ---------------------------------------------------------------- main loop
     def run(self) -> Outcome:
         start = self._now()
+        if self.abort_reason:  # resumed past a threshold: nothing to start
+            return self._outcome(start)
         # List only what the first dispatch needs (input errors surface before any worker starts);
         # the rest is listed while workers start and whenever the driver would otherwise idle.
         self._pull(1)
@@ -528,6 +560,9 @@ class Scheduler:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+        return self._outcome(start)
+
+    def _outcome(self, start: float) -> Outcome:
         status = "Completed"
         reason = ""
         if self.canceled:
