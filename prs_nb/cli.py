@@ -266,9 +266,15 @@ def _resume(args: argparse.Namespace) -> int:
     if args.set or args.input or args.output or args.backend or args.no_reuse:
         raise UsageError("--resume continues a run exactly as it started; it cannot be combined with --set, "
                          "--input, --output, --backend or --no-reuse")
-    if not hasattr(prs_nb, "resume"):
-        raise UsageError("--resume needs prs_nb.resume, which this version of prs_nb does not have")
-    args.name = os.path.basename(os.path.dirname(run_dir))
+    obj = _load(args.file)
+    job_dir = os.path.basename(os.path.dirname(run_dir))
+    names = [getattr(obj, "name", None)] if _is_pipeline(obj) else [_spec_of(obj).name]
+    from prs_nb.engine.run import _safe_name
+
+    if not any(n and _safe_name(str(n)) == job_dir for n in names):
+        raise UsageError(f"--resume {args.resume}: that is a run of job {job_dir!r}, not of {args.file} "
+                         f"(job {names[0]!r})")
+    args.name = job_dir
     result = prs_nb.resume(run_dir, progress=_progress(args))
     return _report(result, args.quiet)
 

@@ -274,3 +274,43 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> N
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.05)
+
+
+def test_resume_a_killed_run(tmp_path):
+    """SIGKILL the CLI's driver in the middle of a job, then --resume: every file is in the output once."""
+    root = make_project(tmp_path, n=6)
+    (root / "src" / "score.py").write_text(
+        "import os, time\ndef run(mini_batch):\n    for p in mini_batch:\n"
+        "        if p.endswith('003.txt') and not os.path.exists(os.environ['MARK']):\n"
+        "            open(os.environ['MARK'], 'w').close()\n            time.sleep(60)\n"
+        "    return [os.path.basename(p) for p in mini_batch]\n")
+    write_component(root)
+    env = {**os.environ, "PYTHONPATH": WORKTREE, "MARK": str(tmp_path / "slow"), "PRS_NB_KEY_DIR": str(tmp_path / "k")}
+    args = ["run", "score.yml", "--input", "data=data", "--set", "mini_batch_size=1", "--set",
+            "max_concurrency_per_instance=1", "-q"]
+    proc = subprocess.Popen([sys.executable, "-m", "prs_nb", *args], cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(tmp_path / "slow", proc)
+        proc.kill()
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (run_dir,) = (root / "prs_runs" / "score").iterdir()
+    out_file = run_dir / "outputs" / "out" / "parallel_run_step.txt"
+    before = out_file.read_text().splitlines()  # what the journal had flushed when the driver died
+    assert set(before) <= {"000.txt", "001.txt", "002.txt"}
+    wrong = subprocess.run([sys.executable, "-m", "prs_nb", *args[:2], "--resume", str(run_dir), "--no-reuse"],
+                           cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "cannot be combined with" in wrong.stderr
+    p = subprocess.run([sys.executable, "-m", "prs_nb", "run", "score.yml", "--resume", str(run_dir)], cwd=root,
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert ": Completed" in p.stdout and "mini-batches: 6 total, 6 succeeded" in p.stdout
+    assert sorted(out_file.read_text().splitlines()) == [f"{i:03d}.txt" for i in range(6)]
+    other = root / "other.yml"
+    other.write_text(COMPONENT.replace("name: score", "name: other"))
+    p = subprocess.run([sys.executable, "-m", "prs_nb", "run", "other.yml", "--resume", str(run_dir)], cwd=root,
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "that is a run of job 'score', not of other.yml" in p.stderr
