@@ -19,7 +19,8 @@ earlier run are copied (or hard-linked) into the new run directory, the new run 
   ``__pycache__``, ``.git``, ``.ipynb_checkpoints`` and the runs root; without a code folder, the
   entry script alone), and for notebook functions their cloudpickle bytes and source text, plus the
   text of the module file they come from when it has one (cloudpickle ships those by reference);
-* ``arguments``: the bound program arguments (this run's directory replaced by a placeholder);
+* ``arguments``: the bound program arguments (output paths and this run's directory replaced by
+  placeholders: where the outputs go is not part of the key);
 * ``environment``: the job's ``environment_variables``;
 * ``data``: every bound data input by content - files and folders (recursively) by relative path,
   size and the SHA-256 of their bytes, MLTables by their file and every path they list, DataFrames
@@ -87,7 +88,8 @@ class _Unhashable(Exception):
 
 
 def fingerprint(spec: JobSpec, *, base_dir: str, code_dir: str | None, functions_blob: bytes | None,
-                argv: list[str], run_dir: str, runs_root: str) -> Fingerprint:
+                argv: list[str], run_dir: str, runs_root: str,
+                output_paths: Mapping[str, str] | None = None) -> Fingerprint:
     """The reuse key of ``spec`` bound as it is now (see the module docstring for what it covers)."""
     from prs_nb import __version__
 
@@ -109,7 +111,7 @@ def fingerprint(spec: JobSpec, *, base_dir: str, code_dir: str | None, functions
             code.update(functions_blob)
             code.update(_function_sources(spec).encode())
         parts["code"] = code.hexdigest()
-        parts["arguments"] = _digest(json.dumps([a.replace(run_dir, "<run_dir>") for a in argv]))
+        parts["arguments"] = _digest(json.dumps(_placeholders(argv, run_dir, output_paths or {})))
         parts["environment"] = _digest(json.dumps(sorted(spec.environment_variables.items())))
         data = hashlib.sha256()
         for name in sorted(set(spec.inputs) | set(spec.bindings)):
@@ -122,6 +124,18 @@ def fingerprint(spec: JobSpec, *, base_dir: str, code_dir: str | None, functions
         hasher.close()
     key = _digest(json.dumps(parts, sort_keys=True))
     return Fingerprint(key, parts)
+
+
+def _placeholders(argv: list[str], run_dir: str, output_paths: Mapping[str, str]) -> list[str]:
+    """argv with output locations and this run's directory as placeholders: where outputs go is not part
+    of the key (a hit copies them to wherever this run wants them)."""
+    swaps = sorted(((p, f"<outputs.{n}>") for n, p in output_paths.items()), key=lambda x: -len(x[0]))
+    out = []
+    for arg in argv:
+        for path, mark in swaps:
+            arg = arg.replace(path, mark)
+        out.append(arg.replace(run_dir, "<run_dir>"))
+    return out
 
 
 def _digest(text: str) -> str:

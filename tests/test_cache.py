@@ -318,3 +318,20 @@ def test_without_a_code_folder_only_the_entry_script_counts(tmp_path, monkeypatc
     assert go().reused
     (root / "src" / "score.py").write_text(SCRIPT.replace("v1", "v3"))
     assert not go().reused
+
+
+def test_output_location_is_not_part_of_the_key(tmp_path):
+    """program_arguments naming an output: a rerun writing elsewhere is still a hit, materialised there."""
+    root = make_project(tmp_path)
+    job = script_job(root, outputs={"out": Output(type="uri_folder")},
+                     task=RunFunction(code=str(root / "src"), entry_script="score.py",
+                                      program_arguments="--out ${{outputs.out}}", append_row_to="${{outputs.out}}"))
+
+    def go(where):
+        return job(data=Input(type="uri_folder", path=str(root / "data"))).run(
+            backend="inline", progress=False, runs_root=str(root / "runs"), output_bindings={"out": str(where)})
+
+    first = go(tmp_path / "o1")
+    second = go(tmp_path / "o2")
+    assert not first.reused and second.reused
+    assert (tmp_path / "o2" / "parallel_run_step.txt").read_bytes() == (tmp_path / "o1" / "parallel_run_step.txt").read_bytes()

@@ -262,7 +262,7 @@ def run_job(
         from prs_nb.cache import ReuseCache, fingerprint
 
         fp = fingerprint(spec, base_dir=base_dir, code_dir=code_dir, functions_blob=blob, argv=argv,
-                         run_dir=run_dir, runs_root=runs_root)
+                         run_dir=run_dir, runs_root=runs_root, output_paths=output_paths)
         reused = ReuseCache(runs_root).serve(fp, spec=spec, run_id=run_id, run_dir=run_dir, output_paths=output_paths)
         if reused is not None:
             _write_job_yaml(spec, run_dir)
