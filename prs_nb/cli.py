@@ -225,35 +225,77 @@ def _run(args: argparse.Namespace) -> int:
     return _report(result, args.quiet)
 
 
+def _single_job(pipeline: Any) -> Any | None:
+    """The ParallelJob of a one-node pipeline fed only by its own inputs (what ``job.to_yaml`` writes for a
+    bound job), so that it runs, binds and resumes like a plain job; None for other pipelines."""
+    convert = getattr(pipeline, "to_parallel_job", None)
+    if not callable(convert):
+        return None
+    from prs_nb.errors import PrsError
+
+    try:
+        return convert()
+    except PrsError:
+        return None
+
+
+def pipeline_with_settings(pipeline: Any, assignments: Sequence[tuple[str, str]], *, no_reuse: bool) -> Any:
+    """``pipeline`` with ``--set`` applied to its parallel nodes: ``node.key=value`` to that node, an
+    undotted (or non-node) key to every parallel node; ``--no-reuse`` turns reuse off on every node."""
+    from prs_nb.errors import ConfigError
+
+    jobs = dict(pipeline.jobs)
+    parallel = [n for n, node in jobs.items() if hasattr(node, "spec")]
+    for key, _ in assignments:
+        head = key.split(".", 1)[0]
+        if head in jobs and head not in parallel:
+            raise ConfigError(f"--set {key}: job {head!r} is a {getattr(jobs[head], 'type', 'command')} node; --set "
+                              "changes parallel nodes only (edit the YAML for command nodes)")
+    for name in parallel:
+        node = jobs[name]
+        mine = [(k.split(".", 1)[1], v) for k, v in assignments if k.split(".", 1)[0] == name and "." in k]
+        common = [(k, v) for k, v in assignments if k.split(".", 1)[0] not in jobs]
+        spec = apply_settings(node.spec, [*common, *mine])
+        if no_reuse:
+            spec = spec.replace(is_deterministic=False)
+        jobs[name] = dataclasses.replace(node, spec=spec)
+    return dataclasses.replace(pipeline, jobs=jobs)
+
+
 def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
     from prs_nb.errors import ConfigError
 
+    single = _single_job(pipeline)
+    if single is not None:  # one parallel node: run it as the job it is
+        spec = _prepared_spec(single, args)
+        args.name = spec.name
+        from prs_nb.engine.run import run_job
+
+        return _report(run_job(spec, progress=_progress(args), base_dir=os.getcwd()), args.quiet)
     if args.input or args.output:
-        raise ConfigError("--input/--output bind a parallel job's ports; a pipeline job's inputs are its own "
-                          "inputs: section (edit it, or run a node's component file instead)")
-    kwargs: dict[str, Any] = {}
-    if args.set:
-        kwargs["set"] = parse_assignments(args.set, "--set")
+        raise ConfigError("--input/--output bind a parallel job's ports; this pipeline job has several nodes: edit "
+                          "the inputs:/outputs: of the pipeline YAML (or run one node's component file)")
+    pipeline = pipeline_with_settings(pipeline, parse_assignments(args.set or [], "--set"), no_reuse=args.no_reuse)
+    kwargs: dict[str, Any] = {"progress": not args.quiet}
     if args.backend:
         kwargs["backend"] = args.backend
     if args.runs_root:
         kwargs["runs_root"] = os.path.abspath(args.runs_root)
-    if args.no_reuse:
-        kwargs["reuse"] = False
-    args.name = getattr(pipeline, "name", None)
-    result = pipeline.run(progress=not args.quiet, **kwargs)
+    result = pipeline.run(base_dir=os.getcwd(), **kwargs)
     return _report_pipeline(result, args.quiet)
 
 
 def _report_pipeline(result: Any, quiet: bool) -> int:
-    summary = result.summary() if hasattr(result, "summary") else str(result)
-    print(summary if not quiet else summary.splitlines()[0])
-    for node, res in getattr(result, "results", {}).items():
-        table = error_table(res) if hasattr(res, "_error_rows") else ""
-        if table and (not quiet or res.status != "Completed"):
-            print(f"\nfailed attempts of node {node}:\n{table}")
-    status = getattr(result, "status", "Failed")
-    return {"Completed": EXIT_OK, "Canceled": EXIT_INTERRUPTED}.get(status, EXIT_FAILED)
+    summary = result.summary()
+    print(summary.splitlines()[0] if quiet else summary)
+    for node in result.nodes.values():
+        res = getattr(node, "result", None)
+        table = error_table(res) if res is not None and hasattr(res, "_error_rows") else ""
+        if table and (not quiet or node.status != "Completed"):
+            print(f"\nfailed attempts of node {node.name}:\n{table}")
+        if getattr(node, "returncode", None) not in (None, 0):
+            print(f"\nnode {node.name}: command exited with status {node.returncode}; its log: {node.log_path}")
+    return {"Completed": EXIT_OK, "Canceled": EXIT_INTERRUPTED}.get(result.status, EXIT_FAILED)
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -268,7 +310,10 @@ def _resume(args: argparse.Namespace) -> int:
                          "--input, --output, --backend or --no-reuse")
     obj = _load(args.file)
     job_dir = os.path.basename(os.path.dirname(run_dir))
-    names = [getattr(obj, "name", None)] if _is_pipeline(obj) else [_spec_of(obj).name]
+    if _is_pipeline(obj):  # a pipeline's parallel node runs are resumable one by one
+        names = [node.spec.name for node in obj.jobs.values() if hasattr(node, "spec")] or [None]
+    else:
+        names = [_spec_of(obj).name]
     from prs_nb.engine.run import _safe_name
 
     if not any(n and _safe_name(str(n)) == job_dir for n in names):
@@ -282,12 +327,18 @@ def _resume(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     obj = _load(args.file)
     if _is_pipeline(obj):
-        check = getattr(obj, "validate", None)
-        if callable(check):
-            check()
-        names = ", ".join(getattr(obj, "jobs", {}))
-        print(f"{args.file}: OK - pipeline job with nodes {names}")
-        return EXIT_OK
+        single = _single_job(obj)
+        if single is None:
+            lines = [f"{args.file}: OK - pipeline job, nodes in run order: {', '.join(obj.order())}"]
+            for name, node in obj.jobs.items():
+                if hasattr(node, "spec"):  # node inputs come from the pipeline: settings and entry are checked
+                    spec = node.spec.replace(bindings={}, output_bindings={})
+                    lines.append(f"  {name}: {check_spec(spec, os.getcwd())}")
+                else:
+                    lines.append(f"  {name}: command node: {_first_line(getattr(node, 'command', ''))}")
+            print("\n".join(lines))
+            return EXIT_OK
+        obj = single
     spec = _prepared_spec(obj, args, need_data=False)
     print(f"{args.file}: OK - {check_spec(spec, os.getcwd())}")
     return EXIT_OK
