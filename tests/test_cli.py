@@ -314,3 +314,15 @@ def test_resume_a_killed_run(tmp_path):
     p = subprocess.run([sys.executable, "-m", "prs_nb", "run", "other.yml", "--resume", str(run_dir)], cwd=root,
                        env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "that is a run of job 'score', not of other.yml" in p.stderr
+
+
+def test_output_binding_and_demo(tmp_path):
+    root = make_project(tmp_path, n=3)
+    write_component(root)
+    p = cli("run", "score.yml", "--input", "data=data", "--output", "out=results", "-q", cwd=root)
+    assert p.returncode == 0, p.stderr
+    assert sorted((root / "results" / "parallel_run_step.txt").read_text().splitlines()) == \
+        [f"{i:03d}.txt --tag a -" for i in range(3)]
+    d = cli("demo", "--files", "60", "--workers", "2", "--root", "demo", cwd=tmp_path)
+    assert d.returncode == 0, d.stderr
+    assert "prs_nb job" in d.stdout and "mini-batches: 6 total" in d.stdout and "first rows of" in d.stdout
