@@ -1,7 +1,7 @@
 """Reuse (``is_deterministic`` / v1 ``allow_reuse``, default True; contract 9 and 12).
 
 An identical rerun is served from a cache instead of running: no worker starts, the outputs of the
-earlier run are copied (or hard-linked) into the new run directory, the new run directory gets a
+earlier run are copied into the new run directory, the new run directory gets a
 ``reused.json`` saying where they came from, and the RunResult has ``reused=True``.
 
 ::
@@ -32,9 +32,8 @@ Content digests are memoised per file in ``filehashes.sqlite`` keyed by (path, s
 inode), so a rerun on unchanged data only stats its files; any write changes ctime and rehashes.
 
 **Storage**: ``<runs root>/.cache/<key>/`` holds ``entry.json`` (the source run, counts and tables)
-and ``outputs/<name>`` (hard links to the source run's output files when they live in its run
-directory, which is written once; copies otherwise, e.g. for outputs bound to user paths that a
-later run overwrites). An entry is built in a temporary folder and published with one
+and ``outputs/<name>``, a copy of each output (not hard links: editing one run's output must not
+change another's; outputs bound to user paths are overwritten by later runs anyway). An entry is built in a temporary folder and published with one
 ``os.rename``; a per-key ``flock`` serialises publishing and serving, so two identical jobs running
 at once both finish and one entry survives. Only Completed runs are stored. On a hit each cached
 file's size and mtime are checked first; an entry that was tampered with is dropped (a miss).
@@ -384,13 +383,12 @@ class ReuseCache:
             entry_dir = self._entry_dir(fp.key)
             logs_dir = os.path.join(run_dir, "logs")
             os.makedirs(logs_dir, exist_ok=True)
-            runs_root = os.path.dirname(self.root)
             for name, path in output_paths.items():
                 src = os.path.join(entry_dir, "outputs", name)
                 if os.path.lexists(src):
-                    _materialise(src, path, link=_inside(path, runs_root))
+                    _materialise(src, path)
             if not output_paths and os.path.isdir(os.path.join(entry_dir, "outputs", "_")):
-                _materialise(os.path.join(entry_dir, "outputs", "_"), os.path.join(run_dir, "outputs"), link=True)
+                _materialise(os.path.join(entry_dir, "outputs", "_"), os.path.join(run_dir, "outputs"))
         out_file = None
         if entry.get("output_name") is not None and entry["output_name"] in output_paths:
             base = output_paths[entry["output_name"]]
@@ -424,7 +422,7 @@ class ReuseCache:
             sources = dict(result.output_paths) or {"_": os.path.join(result.run_dir, "outputs")}
             for name, path in sources.items():
                 if os.path.lexists(path):
-                    _materialise(path, os.path.join(tmp, "outputs", name), link=_inside(path, result.run_dir))
+                    _materialise(path, os.path.join(tmp, "outputs", name))
             files = {}
             for folder, _dirs, names in os.walk(os.path.join(tmp, "outputs")):
                 for n in names:
@@ -455,39 +453,20 @@ class ReuseCache:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _inside(path: str, folder: str) -> bool:
-    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
-    return rel != os.pardir and not rel.startswith(os.pardir + os.sep)
-
-
-def _link_or_copy(src: str, dst: str, link: bool) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(dst)  # never write through an existing link into someone else's inode
-    if link:
-        try:
-            os.link(src, dst)
-            return
-        except OSError:
-            pass  # another filesystem, or links not allowed: copy
-    shutil.copy2(src, dst)
-
-
-def _materialise(src: str, dst: str, *, link: bool) -> None:
-    """Put ``src`` (file or folder) at ``dst``: hard links where ``link``, else copies (via a temporary
-    name and a rename for files, so a reader never sees half a file)."""
+def _materialise(src: str, dst: str) -> None:
+    """Copy ``src`` (file or folder) to ``dst``, each file through a temporary name and a rename, so a
+    reader never sees half a file. Copies, not hard links: editing one run's output must never change
+    another run's (or the cache's) copy."""
     os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
     if os.path.isdir(src):
         os.makedirs(dst, exist_ok=True)
         for name in sorted(os.listdir(src)):
-            _materialise(os.path.join(src, name), os.path.join(dst, name), link=link)
+            _materialise(os.path.join(src, name), os.path.join(dst, name))
         return
     if not os.path.isfile(src):
         return  # a pipe or socket left in an output folder is not output
-    if link:
-        _link_or_copy(src, dst, True)
-        return
     tmp = f"{dst}.prs-tmp-{secrets.token_hex(4)}"
-    shutil.copy2(src, tmp)
+    shutil.copy2(src, tmp)  # sendfile / copy_file_range in the kernel on Linux
     os.replace(tmp, dst)
 
 

@@ -193,10 +193,18 @@ def test_output_bound_to_a_user_path_is_restored_by_a_hit(tmp_path):
 def test_a_tampered_cache_entry_is_dropped(tmp_path):
     root = make_project(tmp_path)
     first = run(script_job(root), root)
-    with open(first.output_path, "a") as fh:  # the cache hard-links the run's file: editing it breaks the entry
+    with open(first.output_path, "a") as fh:  # the cache holds its own copy: editing the run's file is harmless
         fh.write("edited\n")
     second = run(script_job(root), root)
-    assert not second.reused and "edited" not in Path(second.output_path).read_text()
+    assert second.reused and "edited" not in Path(second.output_path).read_text()
+    with open(second.output_path, "a") as fh:  # nor does editing a reused run's copy
+        fh.write("edited\n")
+    (cached,) = (root / "runs" / CACHE_DIR).glob("*/outputs/out/parallel_run_step.txt")
+    assert "edited" not in cached.read_text()
+    with open(cached, "a") as fh:  # a tampered cache entry is dropped: the job runs again
+        fh.write("tampered\n")
+    third = run(script_job(root), root)
+    assert not third.reused and "tampered" not in Path(third.output_path).read_text()
     assert run(script_job(root), root).reused
 
 
