@@ -369,7 +369,23 @@ def check_spec(spec: Any, base_dir: str) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    print(show_run(args.run_dir))
+    run_dir = os.path.abspath(args.run_dir)
+    if os.path.isdir(run_dir) and not os.path.isfile(os.path.join(run_dir, "job.yml")):
+        # a pipeline run: its parallel nodes' run directories lie below it
+        import glob
+
+        runs = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(glob.escape(run_dir), "**", "job.yml"),
+                                                             recursive=True))
+        if runs:
+            print(f"pipeline run directory: {run_dir} ({len(runs)} parallel node run(s))")
+            notes = os.path.join(run_dir, "notes.txt")
+            if os.path.isfile(notes):
+                with open(notes, encoding="utf-8") as fh:
+                    print("notes:\n" + "".join(f"  {line}" for line in fh))
+            for r in runs:
+                print("\n" + "=" * 8 + f" {os.path.relpath(r, run_dir)}\n" + show_run(r))
+            return EXIT_OK
+    print(show_run(run_dir))
     return EXIT_OK
 
 
