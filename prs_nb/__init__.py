@@ -71,6 +71,14 @@ def __getattr__(name: str) -> Any:
         from prs_nb import v1
 
         return getattr(v1, name)
+    if name in ("PipelineJob", "PipelineResult"):
+        from prs_nb import pipeline
+
+        return getattr(pipeline, name)
+    if name in ("YamlError", "YamlKeyWarning"):
+        from prs_nb.yamlio import problems
+
+        return getattr(problems, name)
     raise AttributeError(f"module 'prs_nb' has no attribute {name!r}")
 
 
@@ -88,6 +96,10 @@ __all__ = [
     "RunResult",
     "run_job",
     "load",
+    "PipelineJob",
+    "PipelineResult",
+    "YamlError",
+    "YamlKeyWarning",
     "parse_mini_batch_size",
     "ParallelRunConfig",
     "ParallelRunStep",

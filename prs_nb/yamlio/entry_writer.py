@@ -78,8 +78,11 @@ def _from_cell_source(task: RunFunction) -> str:
 
 # ---------------------------------------------------------------------------------------------- functions
 class _Collector:
-    def __init__(self, home_module: str) -> None:
+    def __init__(self, home_module: str, assigned: set[str]) -> None:
         self.home = home_module
+        # globals the functions assign (``global model`` in init()): their current value is runtime
+        # state (maybe from a local run), not source, and init() recreates it on Azure
+        self.assigned = assigned
         self.imports: list[str] = []
         self.constants: list[str] = []
         self.definitions: dict[str, tuple[int, str]] = {}  # name -> (first line, source)
@@ -111,7 +114,7 @@ class _Collector:
                 continue
             self._value(name, value, where, closure=True)
         for name in sorted(names):
-            if name in self.seen:
+            if name in self.seen or name in self.assigned:
                 continue
             if name in glb:
                 self._value(name, glb[name], where, closure=False)
@@ -123,6 +126,8 @@ class _Collector:
         self.seen.add(name)
         if isinstance(value, types.ModuleType):
             mod = value.__name__
+            if mod in ("posixpath", "ntpath"):  # what os.path is on this platform
+                mod = "os.path"
             if mod == name:
                 self.add_import(f"import {mod}")
             elif "." in mod and mod.rsplit(".", 1)[1] == name:
@@ -184,7 +189,12 @@ def _from_functions(task: RunFunction) -> str:
     if "run" not in fns:
         raise ConfigError("the job has no run function to export")
     home = getattr(fns["run"], "__module__", "__main__") or "__main__"
-    col = _Collector(home)
+    assigned: set[str] = set()
+    for fn in fns.values():
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            assigned |= _stored_globals(code)
+    col = _Collector(home, assigned)
     aliases = []
     names: dict[str, str] = {}
     for role, fn in fns.items():
@@ -229,6 +239,16 @@ def _class_line(cls: type) -> int:
         return inspect.getsourcelines(cls)[1]
     except (OSError, TypeError):
         return 0
+
+
+def _stored_globals(code: types.CodeType) -> set[str]:
+    import dis
+
+    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname in ("STORE_GLOBAL", "DELETE_GLOBAL")}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _stored_globals(const)
+    return {str(n) for n in names}
 
 
 def _code_names(code: types.CodeType) -> set[str]:
