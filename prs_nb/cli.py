@@ -185,6 +185,11 @@ def error_table(result: Any, limit: int = 20) -> str:
     return "\n".join(lines)
 
 
+def _one_line(text: str) -> str:
+    """A multi-line message (e.g. a YAML parser's, with its line and column) joined into one line."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 def _first_line(text: str) -> str:
     stripped = (text or "").strip()
     return stripped.splitlines()[0] if stripped else ""
@@ -290,6 +295,8 @@ def _report_pipeline(result: Any, quiet: bool) -> int:
     print(summary.splitlines()[0] if quiet else summary)
     for node in result.nodes.values():
         res = getattr(node, "result", None)
+        if getattr(res, "reused", False) and not quiet:
+            print(f"  {node.name}: reused a previous identical run (no worker started)")
         table = error_table(res) if res is not None and hasattr(res, "_error_rows") else ""
         if table and (not quiet or node.status != "Completed"):
             print(f"\nfailed attempts of node {node.name}:\n{table}")
@@ -556,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prs-nb {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PrsError as exc:
-        print(f"prs-nb {args.command}: error: {_first_line(str(exc))}", file=sys.stderr)
+        print(f"prs-nb {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except (OSError, UnicodeDecodeError) as exc:
         print(f"prs-nb {args.command}: error: {exc}", file=sys.stderr)

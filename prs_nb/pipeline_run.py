@@ -101,7 +101,7 @@ def run_pipeline(pj: PipelineJob, *, backend: str | None = None, runs_root: str 
             inputs = _node_inputs(pj, node_name, produced)
             outputs = _node_outputs(pj, node_name, node_dir, p_outputs)
             if isinstance(node, ParallelNode):
-                res = _run_parallel(node, inputs, outputs, node_dir, base, backend, progress)
+                res = _run_parallel(node, inputs, outputs, node_dir, base, backend, progress, reuse_root=root)
             else:
                 res = _run_command(node, inputs, outputs, node_dir)
         except PrsError as exc:
@@ -162,7 +162,7 @@ def _node_outputs(pj: PipelineJob, name: str, node_dir: str, p_outputs: Mapping[
 
 
 def _run_parallel(node: ParallelNode, inputs: Mapping[str, Any], outputs: Mapping[str, str], node_dir: str,
-                  base: str, backend: str | None, progress: Any) -> NodeResult:
+                  base: str, backend: str | None, progress: Any, *, reuse_root: str | None = None) -> NodeResult:
     from prs_nb.engine.run import run_job
 
     spec = node.spec
@@ -171,7 +171,7 @@ def _run_parallel(node: ParallelNode, inputs: Mapping[str, Any], outputs: Mappin
                                "runs_root": os.path.join(node_dir, "runs")}
     if backend is not None:
         changes["backend"] = backend
-    result = run_job(spec.replace(**changes), progress=progress, base_dir=base)
+    result = run_job(spec.replace(**changes), progress=progress, base_dir=base, reuse_root=reuse_root)
     status = "Completed" if result.status == "Completed" else "Failed"
     reason = "" if status == "Completed" else f"{result.status}: {result.reason}"
     paths = dict(result.output_paths)

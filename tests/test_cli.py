@@ -24,7 +24,7 @@ def init():
 def run(mini_batch):
     out = []
     for p in mini_batch:
-        if os.path.basename(p).startswith("bad"):
+        if "bad" in os.path.basename(p):
             raise ValueError(f"cannot score {os.path.basename(p)}")
         out.append(os.path.basename(p) + " " + " ".join(sys.argv[1:]) + " " + os.environ.get("MODEL", "-"))
     return out
@@ -326,3 +326,84 @@ def test_output_binding_and_demo(tmp_path):
     d = cli("demo", "--files", "60", "--workers", "2", "--root", "demo", cwd=tmp_path)
     assert d.returncode == 0, d.stderr
     assert "prs_nb job" in d.stdout and "mini-batches: 6 total" in d.stdout and "first rows of" in d.stdout
+
+
+# ---------------------------------------------------------------------------------- pipelines
+PIPELINE = """\
+$schema: https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json
+type: pipeline
+display_name: prep_and_score
+inputs:
+  raw: {type: uri_folder, path: ./data}
+jobs:
+  prep:
+    type: command
+    code: ./src
+    command: python prep.py ${{inputs.raw}} ${{outputs.clean}}
+    environment: azureml:python:1
+    inputs:
+      raw: ${{parent.inputs.raw}}
+    outputs:
+      clean: {type: uri_folder}
+  score:
+    type: parallel
+    component: file:./score.yml
+    inputs:
+      data: ${{parent.jobs.prep.outputs.clean}}
+"""
+
+PREP = """\
+import os, shutil, sys
+src, dst = sys.argv[1], sys.argv[2]
+os.makedirs(dst, exist_ok=True)
+for name in sorted(os.listdir(src)):
+    shutil.copy(os.path.join(src, name), os.path.join(dst, "c_" + name))
+print("prepared", len(os.listdir(dst)))
+"""
+
+
+def make_pipeline(root: Path) -> None:
+    write_component(root)
+    (root / "src" / "prep.py").write_text(PREP)
+    (root / "pipeline.yml").write_text(PIPELINE)
+
+
+def test_pipeline_with_a_command_node_feeding_a_parallel_node(tmp_path):
+    root = make_project(tmp_path, n=5)
+    make_pipeline(root)
+    v = cli("validate", "pipeline.yml", cwd=root)
+    assert v.returncode == 0, v.stderr
+    assert "OK - pipeline job, nodes in run order: prep, score" in v.stdout and "score: parallel component 'score'" in v.stdout
+    p = cli("run", "pipeline.yml", "--set", "score.mini_batch_size=1", "--set", "environment_variables.MODEL=m1",
+            cwd=root)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "pipeline prep_and_score: Completed" in p.stdout
+    (out,) = root.glob("prs_runs/prep_and_score/*/score/**/parallel_run_step.txt")
+    assert sorted(out.read_text().splitlines()) == [f"c_{i:03d}.txt --tag a m1" for i in range(5)]
+    (pipe_dir,) = (root / "prs_runs" / "prep_and_score").iterdir()
+    again = cli("run", "pipeline.yml", "--set", "score.mini_batch_size=1", "--set", "environment_variables.MODEL=m1",
+                cwd=root)  # prep reruns (a command), writes the same files: score is served from the cache
+    assert again.returncode == 0 and "score: reused a previous identical run" in again.stdout, again.stdout
+    changed = cli("run", "pipeline.yml", "--set", "score.mini_batch_size=1", "--set", "environment_variables.MODEL=m2",
+                  cwd=root)
+    assert changed.returncode == 0 and "reused" not in changed.stdout
+    shown = cli("show", str(pipe_dir), cwd=root)
+    assert shown.returncode == 0 and "1 parallel node run(s)" in shown.stdout and "Job 'score'" in shown.stdout
+    bad = cli("run", "pipeline.yml", "--set", "prep.mini_batch_size=1", cwd=root)
+    assert bad.returncode == 2 and "job 'prep' is a command node" in bad.stderr
+    (root / "data" / "bad9.txt").write_text("x\n")
+    failed = cli("run", "pipeline.yml", "-q", cwd=root)
+    assert failed.returncode == 1 and failed.stdout.startswith("pipeline prep_and_score: Failed")
+    assert "failed attempts of node score:" in failed.stdout and "cannot score c_bad9.txt" in failed.stdout
+
+
+def test_a_bound_job_exported_with_to_yaml_runs_unchanged(tmp_path):
+    root = make_project(tmp_path, n=4)
+    job = score_job(root)(data=Input(type="uri_folder", path=str(root / "data")), tag="t1")
+    job.to_yaml(str(root / "exported.yml"))
+    p = cli("run", "exported.yml", "-q", "--runs-root", "runs", cwd=root)
+    assert p.returncode == 0 and p.stdout.strip() == "score: Completed", p.stdout + p.stderr
+    (out,) = root.glob("runs/score/*/outputs/out/parallel_run_step.txt")
+    assert sorted(out.read_text().splitlines()) == [f"{i:03d}.txt --tag t1 -" for i in range(4)]
+    again = cli("run", "exported.yml", "-q", "--runs-root", "runs", cwd=root)
+    assert again.returncode == 0 and again.stdout.strip() == "score: Completed (reused)"

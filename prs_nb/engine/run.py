@@ -206,8 +206,11 @@ def run_job(
     run_id: str | None = None,
     ray_address: str | None = None,
     resume_info: Any = None,
+    reuse_root: str | None = None,
 ) -> RunResult:
     """Run ``spec`` and return its RunResult (never raises for a failed job; see raise_for_status).
+    ``reuse_root``: the runs root whose reuse cache is used (default the job's runs_root; a pipeline
+    passes its own runs root, so that its nodes are reused across pipeline runs).
 
     ``resume_info`` (from :func:`prs_nb.engine.resume.resume`) continues an interrupted run in its
     own run directory instead of starting a new one."""
@@ -262,8 +265,9 @@ def run_job(
         from prs_nb.cache import ReuseCache, fingerprint
 
         fp = fingerprint(spec, base_dir=base_dir, code_dir=code_dir, functions_blob=blob, argv=argv,
-                         run_dir=run_dir, runs_root=runs_root, output_paths=output_paths)
-        reused = ReuseCache(runs_root).serve(fp, spec=spec, run_id=run_id, run_dir=run_dir, output_paths=output_paths)
+                         run_dir=run_dir, runs_root=reuse_root or runs_root, output_paths=output_paths)
+        cache_root = reuse_root or runs_root
+        reused = ReuseCache(cache_root).serve(fp, spec=spec, run_id=run_id, run_dir=run_dir, output_paths=output_paths)
         if reused is not None:
             _write_job_yaml(spec, run_dir)
             _announce_reused(reused, fp.key or "", [*listeners, progress_listener(progress, spec)])
@@ -345,7 +349,7 @@ def run_job(
     if fp is not None:
         from prs_nb.cache import ReuseCache
 
-        ReuseCache(runs_root).store(fp, result, spec)
+        ReuseCache(reuse_root or runs_root).store(fp, result, spec)
     return result
 
 
