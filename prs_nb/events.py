@@ -149,7 +149,7 @@ class JobFinished:
 @dataclass(frozen=True)
 class JobReused:
     """The run was served from the reuse cache: outputs copied from ``source_run_dir``, no worker started.
-    A ``JobFinished`` follows."""
+    It comes between a ``JobStarted`` (with 0 workers) and a ``JobFinished``."""
 
     job_name: str
     run_id: str

@@ -77,7 +77,9 @@ def test_identical_rerun_is_served_from_the_cache(tmp_path):
     assert second.reused and second.status == "Completed" and second.run_dir != first.run_dir
     assert second.counts["workers"] == 0 and not rec.of(ev.WorkerStarted) and not rec.of(ev.BatchStarted)
     (reused_event,) = rec.of(ev.JobReused)
-    assert reused_event.source_run_dir == first.run_dir and isinstance(rec.events[-1], ev.JobFinished)
+    assert reused_event.source_run_dir == first.run_dir
+    assert [type(e) for e in rec.events] == [ev.JobStarted, ev.JobReused, ev.JobFinished]
+    assert rec.events[0].workers == 0 and rec.events[-1].status == "Completed"
     assert Path(second.output_path).read_bytes() == Path(first.output_path).read_bytes()
     assert sorted(second.read_lines()) == [f"{i:03d}.txt v1 --tag a -" for i in range(6)]
     assert second.output_path.startswith(second.run_dir)

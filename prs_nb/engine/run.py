@@ -358,9 +358,11 @@ def _announce_reused(result: RunResult, key: str, listeners: list[Any]) -> None:
 
     with open(os.path.join(result.run_dir, "reused.json"), encoding="utf-8") as fh:
         source = json.load(fh)
-    events = [ev.JobReused(result.job_name, result.run_id, result.run_dir, source["source_run_dir"],
-                           source["source_run_id"], key, time.time()),
-              ev.JobFinished("Completed", "", result.counts, time.time())]
+    now = time.time()  # the usual lifecycle (started, finished) around the reuse, for bars and dashboards
+    events = [ev.JobStarted(result.job_name, result.run_id, result.run_dir, 0, result.backend, now),
+              ev.JobReused(result.job_name, result.run_id, result.run_dir, source["source_run_dir"],
+                           source["source_run_id"], key, now),
+              ev.JobFinished("Completed", "", result.counts, now)]
     for listener in listeners:
         if listener is not None:
             for event in events:
