@@ -345,3 +345,28 @@ def test_output_location_is_not_part_of_the_key(tmp_path):
     second = go(tmp_path / "o2")
     assert not first.reused and second.reused
     assert (tmp_path / "o2" / "parallel_run_step.txt").read_bytes() == (tmp_path / "o1" / "parallel_run_step.txt").read_bytes()
+
+
+def test_prs_nb_version_and_mltable_file_are_in_the_key(tmp_path, monkeypatch):
+    import prs_nb
+
+    root = tmp_path / "t"
+    (root / "files").mkdir(parents=True)
+    pd.DataFrame({"v": range(10)}).to_csv(root / "files" / "a.csv", index=False)
+    (root / "MLTable").write_text("paths:\n  - pattern: ./files/*.csv\ntransformations:\n  - read_delimited: {}\n")
+
+    def go():
+        job = parallel_run_function(name="mt", inputs={"t": Input(type="mltable")}, outputs={"o": Output()},
+                                    input_data="${{inputs.t}}", task=RunFunction(run=_fn_v1, append_row_to="${{outputs.o}}"))
+        return job(t=Input(type="mltable", path=str(root))).run(backend="inline", progress=False,
+                                                                runs_root=str(tmp_path / "runs"))
+
+    assert not go().reused and go().reused
+    (root / "MLTable").write_text("paths:\n  - pattern: ./files/*.csv\ntransformations:\n  - read_delimited: {}\n"
+                                  "  - take: 4\n")
+    taken = go()
+    assert not taken.reused and taken.counts["items_total"] == 4
+    pd.DataFrame({"v": range(11)}).to_csv(root / "files" / "a.csv", index=False)  # a listed file changed
+    assert not go().reused and go().reused
+    monkeypatch.setattr(prs_nb, "__version__", "999.0")
+    assert not go().reused
