@@ -370,3 +370,36 @@ def test_prs_nb_version_and_mltable_file_are_in_the_key(tmp_path, monkeypatch):
     assert not go().reused and go().reused
     monkeypatch.setattr(prs_nb, "__version__", "999.0")
     assert not go().reused
+
+
+def test_big_files_are_fingerprinted_by_stat_and_samples(tmp_path, monkeypatch):
+    import prs_nb.cache as cache
+
+    monkeypatch.setattr(cache, "BIG_FILE", 2 * 1024 * 1024)
+    root = make_project(tmp_path, n_files=1)
+    big = root / "data" / "big.bin"
+    big.write_bytes(bytes(5 * 1024 * 1024))
+    spec = script_job(root)(data=Input(type="uri_folder", path=str(root / "data"))).spec
+
+    def key() -> str:
+        fp = fingerprint(spec, base_dir=str(root), code_dir=str(root / "src"), functions_blob=None, argv=[],
+                         run_dir="x", runs_root=str(root / "runs"))
+        return fp.parts["data"]
+
+    def poke(offset: int, *, keep_mtime: bool) -> None:
+        st = big.stat()
+        with open(big, "r+b") as fh:
+            fh.seek(offset)
+            fh.write(b"\x01")
+        if keep_mtime:
+            os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    k0 = key()
+    poke(int(2.5 * 1024 * 1024), keep_mtime=True)  # inside the middle sample: seen
+    k1 = key()
+    assert k1 != k0
+    poke(4 * 1024 * 1024 - 10, keep_mtime=False)  # outside the samples but a normal write: mtime changes
+    k2 = key()
+    assert k2 != k1
+    poke(1536 * 1024, keep_mtime=True)  # outside the samples with the mtime put back: the documented blind spot
+    assert key() == k2
