@@ -262,6 +262,7 @@ def test_two_identical_jobs_at_once_in_two_processes(tmp_path):
         assert p.returncode == 0, stderr
         outs.append(json.loads(stdout.strip().splitlines()[-1]))
     assert [o["status"] for o in outs] == ["Completed", "Completed"]
+    assert not all(o["reused"] for o in outs)  # at least one ran (usually both: they start together)
     assert sorted(outs[0]["out"].splitlines()) == sorted(outs[1]["out"].splitlines())
     cache = root / "runs" / CACHE_DIR
     entries = [p for p in cache.iterdir() if p.is_dir()]
@@ -403,3 +404,51 @@ def test_big_files_are_fingerprinted_by_stat_and_samples(tmp_path, monkeypatch):
     assert k2 != k1
     poke(1536 * 1024, keep_mtime=True)  # outside the samples with the mtime put back: the documented blind spot
     assert key() == k2
+
+
+def test_concurrent_stores_and_serves_of_one_key(tmp_path):
+    """Threads racing to publish and serve the same key: one intact entry, no temporary leftovers,
+    every serve sees a whole entry."""
+    root = make_project(tmp_path)
+    first = run(script_job(root), root)
+    cache_dir = root / "runs" / CACHE_DIR
+    key_dir = next(p for p in cache_dir.iterdir() if p.is_dir())
+    spec = script_job(root)(data=Input(type="uri_folder", path=str(root / "data")), tag="a").spec
+    fp = fingerprint(spec, base_dir=str(root), code_dir=str(root / "src"), functions_blob=None, argv=[],
+                     run_dir="x", runs_root=str(root / "runs"))
+    fp = type(fp)(key_dir.name, fp.parts)
+    cache = ReuseCache(str(root / "runs"))
+    import shutil
+
+    shutil.rmtree(key_dir)  # the stores race to publish it again while the serves look it up
+    errors: list[BaseException] = []
+    served: list[object] = []
+
+    def store() -> None:
+        try:
+            cache.store(fp, first, spec)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    def serve(i: int) -> None:
+        try:
+            out = str(tmp_path / f"serve{i}")
+            r = cache.serve(fp, spec=spec, run_id=f"r{i}", run_dir=out, output_paths={"out": out + "/o"})
+            served.append(r)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=store) for _ in range(4)] + \
+              [threading.Thread(target=serve, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(served) == 4
+    for i, r in enumerate(served):  # a miss, or a whole copy - never a partial one
+        if r is not None:
+            assert r.reused and Path(r.output_path).read_bytes() == Path(first.output_path).read_bytes(), i
+    assert sorted(p.name for p in cache_dir.iterdir() if p.is_dir()) == [key_dir.name]
+    assert cache.serve(fp, spec=spec, run_id="last", run_dir=str(tmp_path / "last"),
+                       output_paths={"out": str(tmp_path / "last" / "o")}) is not None
