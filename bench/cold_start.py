@@ -30,6 +30,7 @@ for i in range(2):
 first = FirstResult()
 job = parallel_run_function(name="cold", inputs={"d": Input(type="uri_folder")}, outputs={"o": Output()},
                             mini_batch_size="1", max_concurrency_per_instance=2, runs_root=os.path.join(root, "runs"),
+                            is_deterministic=False,  # the warm run must run, not be served from the cache
                             task=RunFunction(run=run, append_row_to="${{outputs.o}}"))
 res = job(d=root + "/f*.txt").run(progress=False, listeners=[first])
 assert res.status == "Completed" and res.counts["succeeded"] == 2, res.summary()

@@ -9,7 +9,7 @@ from bench import work  # noqa: E402
 
 path, runs_root, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
 job = parallel_run_function(name="bench_csv", inputs={"t": Input(type="mltable")}, mini_batch_size="4MB",
-                            max_concurrency_per_instance=workers, runs_root=runs_root,
+                            max_concurrency_per_instance=workers, runs_root=runs_root, is_deterministic=False,
                             task=RunFunction(run=work.count_rows))
 res = job(t=path).run(progress=False)
 assert res.status == "Completed", res.summary()

@@ -21,6 +21,7 @@ from prs_nb.errors import (
     InputDataError,
     JobFailedError,
     PrsError,
+    ResumeError,
     UserCodeError,
     WorkerError,
 )
@@ -48,12 +49,36 @@ def run_job(spec: JobSpec, **kwargs: Any) -> RunResult:
     return _run(spec, **kwargs)
 
 
+def load(path: Any) -> Any:
+    """Read an Azure ML YAML file (see :func:`prs_nb.yamlio.load.load`): a parallel component ->
+    ParallelJob, a pipeline job -> PipelineJob; both have ``.run()``."""
+    from prs_nb.yamlio.load import load as _load
+
+    return _load(path)
+
+
+def resume(run_dir: Any, *, progress: Any = None, backend: str | None = None, listeners: Any = ()) -> RunResult:
+    """Continue an interrupted run (see :func:`prs_nb.engine.resume.resume`)."""
+    from prs_nb.engine.resume import resume as _resume
+
+    result: RunResult = _resume(run_dir, progress=progress, backend=backend, listeners=listeners)
+    return result
+
+
 def __getattr__(name: str) -> Any:
     # v1 classes are loaded on first use, keeping `import prs_nb` (and every worker) light.
     if name in ("ParallelRunConfig", "ParallelRunStep"):
         from prs_nb import v1
 
         return getattr(v1, name)
+    if name in ("PipelineJob", "PipelineResult"):
+        from prs_nb import pipeline
+
+        return getattr(pipeline, name)
+    if name in ("YamlError", "YamlKeyWarning"):
+        from prs_nb.yamlio import problems
+
+        return getattr(problems, name)
     raise AttributeError(f"module 'prs_nb' has no attribute {name!r}")
 
 
@@ -70,6 +95,11 @@ __all__ = [
     "JobSpec",
     "RunResult",
     "run_job",
+    "load",
+    "PipelineJob",
+    "PipelineResult",
+    "YamlError",
+    "YamlKeyWarning",
     "parse_mini_batch_size",
     "ParallelRunConfig",
     "ParallelRunStep",
@@ -80,4 +110,6 @@ __all__ = [
     "JobFailedError",
     "UserCodeError",
     "WorkerError",
+    "ResumeError",
+    "resume",
 ]

@@ -5,10 +5,13 @@
     PrsError                                  every error prs_nb raises on purpose
      +-- ConfigError(PrsError, ValueError)     a setting, argument or spec is invalid
      +-- InputDataError(PrsError, ValueError)  an input cannot be listed or read
+     |    +-- MLTableError                      an MLTable file is malformed or asks for what prs_nb cannot do
      +-- EntryScriptError(PrsError, ImportError)  the entry script/functions cannot be loaded
      +-- JobFailedError(PrsError, RuntimeError)   a job ended Failed/Canceled (carries the RunResult)
      +-- WorkerError(PrsError, RuntimeError)      a worker process died / timed out (per attempt)
      +-- UserCodeError(PrsError, RuntimeError)    init()/run()/shutdown() raised (per attempt)
+     +-- ResumeError(PrsError, RuntimeError)      a run cannot be resumed (input changed, output gone,
+                                                  still running, unsigned or unsaved job)
 
 A message says what failed, where, what was expected and what was got, and what to do.
 Exceptions carry structured fields and survive pickling (they cross process boundaries).
@@ -29,6 +32,10 @@ class ConfigError(PrsError, ValueError):
 
 class InputDataError(PrsError, ValueError):
     """An input cannot be listed, split or read."""
+
+
+class MLTableError(InputDataError):
+    """An MLTable file is malformed or uses a transformation prs_nb does not run locally."""
 
 
 class EntryScriptError(PrsError, ImportError):
@@ -93,6 +100,11 @@ def _rebuild_user_code_error(message: str, exc_type: str, tb: str, idx: int | No
                          attempt=attempt, process_name=process_name, pid=pid)
 
 
+class ResumeError(PrsError, RuntimeError):
+    """An interrupted run cannot be resumed: its input changed, its output was deleted, another
+    driver still runs it, or its saved job is missing, unsigned or could not be saved."""
+
+
 class JobFailedError(PrsError, RuntimeError):
     """A job ended Failed or Canceled; ``result`` holds the RunResult with counts, errors and log paths."""
 
@@ -108,8 +120,10 @@ __all__ = [
     "PrsError",
     "ConfigError",
     "InputDataError",
+    "MLTableError",
     "EntryScriptError",
     "WorkerError",
     "UserCodeError",
     "JobFailedError",
+    "ResumeError",
 ]

@@ -6,6 +6,7 @@ per occurrence; listeners must be cheap (the engine calls them on its scheduling
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +19,8 @@ class JobStarted:
     workers: int
     backend: str
     time: float
+    # Thread-safe ``cancel(reason)`` of this run (a notebook Stop button keeps it); None if not cancelable.
+    cancel: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,20 @@ class JobFinished:
     reason: str
     counts: dict[str, Any] = field(default_factory=dict)
     time: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobReused:
+    """The run was served from the reuse cache: outputs copied from ``source_run_dir``, no worker started.
+    It comes between a ``JobStarted`` (with 0 workers) and a ``JobFinished``."""
+
+    job_name: str
+    run_id: str
+    run_dir: str
+    source_run_dir: str
+    source_run_id: str
+    key: str
+    time: float
 
 
 class Listener(Protocol):

@@ -6,8 +6,9 @@ in the code folder (``{"append_row": {"pandas.DataFrame.to_csv": {"sep": ","}}}`
 ``--append_row_dataframe_header True`` (the header line is written once, before the first rows).
 
 The driver writes each successful mini-batch's text once and records it in the journal
-(``<index>\\t<attempt>\\t<output offset after>``) after the output is flushed: the record a resumed run
-needs to skip finished mini-batches and truncate a half-written output (resume is not built yet).
+(:mod:`prs_nb.engine.journal`: index, counts, output offset after its rows, input fingerprint) after
+the output is flushed: the record a resumed run needs to skip finished mini-batches and truncate a
+half-written output.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from typing import Any
+from typing import IO, Any
 
 from prs_nb.errors import ConfigError
 from prs_nb.spec import DEFAULT_APPEND_ROW_FILE_NAME, JobSpec
@@ -163,32 +164,49 @@ class AppendRowWriter:
 
     FLUSH_BYTES = 1 << 20
 
-    def __init__(self, path: str, journal_path: str, ordered: bool = False) -> None:
+    def __init__(self, path: str, journal: Any, ordered: bool = False, *, resume_offset: int | None = None,
+                 done: Any = ()) -> None:
+        """``journal``: a :class:`prs_nb.engine.journal.Journal`. ``resume_offset``: continue an
+        interrupted run: the output is truncated to that size (the last journaled point) and
+        appended to; ``done`` are the mini-batch indexes already finished (for ordered output)."""
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self.path = path
-        self._fh = open(path, "wb")  # noqa: SIM115 - kept open for the job's lifetime
-        self._journal = open(journal_path, "a", encoding="utf-8")  # noqa: SIM115
-        self._pending_journal: list[str] = []
+        self._fh: IO[bytes]
+        if resume_offset is None:
+            self._fh = open(path, "wb")  # noqa: SIM115 - kept open for the job's lifetime
+            self.offset = 0
+        else:
+            self._fh = open(path, "r+b" if os.path.exists(path) else "wb")  # noqa: SIM115
+            self._fh.truncate(resume_offset)
+            self._fh.seek(resume_offset)
+            self.offset = resume_offset
+        self._journal = journal
         self._buffered = 0
-        self.offset = 0
         self.ordered = ordered
         self._next = 0
-        self._held: dict[int, tuple[int, str | SpilledText]] = {}
-        self._skipped: set[int] = set()
-        self._header_written = False
+        self._held: dict[int, tuple[int, str | SpilledText, tuple[Any, ...]]] = {}
+        self._skipped: set[int] = set(done)
+        self._header_written = self.offset > 0
+        if ordered:
+            self._drain()
 
-    def write(self, index: int, attempt: int, text: str | SpilledText, header: str | None) -> None:
+    def write(self, index: int, attempt: int, text: str | SpilledText, header: str | None,
+              meta: tuple[Any, ...] = (0, 0, 0, "")) -> None:
+        """Append a succeeded mini-batch's rows; ``meta`` = (items, returned, failed_items,
+        fingerprint) for its journal line."""
         if header and not self._header_written:
             self._emit_raw(header)
             self._header_written = True
         if not self.ordered:
-            self._emit(index, attempt, text)
+            self._emit(index, attempt, text, meta)
             return
-        self._held[index] = (attempt, text)
+        self._held[index] = (attempt, text, meta)
         self._drain()
 
-    def skip(self, index: int) -> None:
-        """Mark a mini-batch that will never produce rows (failed for good), for ordered output."""
+    def skip(self, index: int, attempt: int = 0, meta: tuple[Any, ...] = (0, 0, 0, "")) -> None:
+        """A mini-batch failed for good: journaled (a resumed run does not run it again) and, for
+        ordered output, no longer waited for."""
+        self._journal.record("F", index, attempt, meta[0], meta[1], meta[2], self.offset, meta[3])
         if self.ordered:
             self._skipped.add(index)
             self._drain()
@@ -196,8 +214,8 @@ class AppendRowWriter:
     def _drain(self) -> None:
         while True:
             if self._next in self._held:
-                attempt, text = self._held.pop(self._next)
-                self._emit(self._next, attempt, text)
+                attempt, text, meta = self._held.pop(self._next)
+                self._emit(self._next, attempt, text, meta)
             elif self._next in self._skipped:
                 self._skipped.discard(self._next)
             else:
@@ -210,12 +228,12 @@ class AppendRowWriter:
         self.offset += len(data)
         self._buffered += len(data)
 
-    def _emit(self, index: int, attempt: int, text: str | SpilledText) -> None:
+    def _emit(self, index: int, attempt: int, text: str | SpilledText, meta: tuple[Any, ...]) -> None:
         if isinstance(text, SpilledText):
             self._copy_part(text)
         elif text:
             self._emit_raw(text)
-        self._pending_journal.append(f"{index}\t{attempt}\t{self.offset}\n")
+        self._journal.record("S", index, attempt, meta[0], meta[1], meta[2], self.offset, meta[3])
         if self._buffered >= self.FLUSH_BYTES:
             self.flush()
 
@@ -233,18 +251,15 @@ class AppendRowWriter:
     def flush(self) -> None:
         # Output first, then the journal: the journal never claims rows the file does not hold.
         self._fh.flush()
-        if self._pending_journal:
-            self._journal.write("".join(self._pending_journal))
-            self._journal.flush()
-            self._pending_journal.clear()
+        self._journal.flush()
         self._buffered = 0
 
     def close(self) -> None:
         if self.ordered:
             # Whatever is still held (gaps from a canceled job) is written in index order.
             for index in sorted(self._held):
-                attempt, text = self._held.pop(index)
-                self._emit(index, attempt, text)
+                attempt, text, meta = self._held.pop(index)
+                self._emit(index, attempt, text, meta)
         self.flush()
         self._fh.close()
         self._journal.close()
@@ -253,25 +268,20 @@ class AppendRowWriter:
 class JournalOnly:
     """summary_only jobs still journal finished mini-batches (for resume)."""
 
-    def __init__(self, journal_path: str) -> None:
-        self._journal = open(journal_path, "a", encoding="utf-8")  # noqa: SIM115
-        self._pending: list[str] = []
+    def __init__(self, journal: Any) -> None:
+        self._journal = journal
 
-    def write(self, index: int, attempt: int, text: str, header: str | None) -> None:
-        self._pending.append(f"{index}\t{attempt}\t0\n")
-        if len(self._pending) >= 1024:
+    def write(self, index: int, attempt: int, text: str, header: str | None,
+              meta: tuple[Any, ...] = (0, 0, 0, "")) -> None:
+        self._journal.record("S", index, attempt, meta[0], meta[1], meta[2], 0, meta[3])
+        if self._journal.pending >= 1024:
             self.flush()
 
-    def skip(self, index: int) -> None:
-        return None
+    def skip(self, index: int, attempt: int = 0, meta: tuple[Any, ...] = (0, 0, 0, "")) -> None:
+        self._journal.record("F", index, attempt, meta[0], meta[1], meta[2], 0, meta[3])
 
     def flush(self) -> None:
-        if self._pending:
-            self._journal.write("".join(self._pending))
-            self._journal.flush()
-            self._pending.clear()
+        self._journal.flush()
 
     def close(self) -> None:
-        self.flush()
         self._journal.close()
-

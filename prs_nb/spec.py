@@ -260,8 +260,8 @@ class JobSpec:
     environment_variables: Mapping[str, str] = field(
         default_factory=dict, metadata=_meta("Environment variables set in every worker.", "task")
     )
-    is_deterministic: bool = field(default=True, metadata=_meta("Azure's reuse switch (recorded and exported; local reuse is "
-                                                                    "not implemented yet).", "job"))
+    is_deterministic: bool = field(default=True, metadata=_meta("Azure's reuse switch: an identical rerun is served from "
+                                                                    "the cache under runs_root; False always reruns.", "job"))
     identity: Any = field(default=None, metadata=_meta("Identity (recorded; ignored locally).", "job"))
     bindings: Mapping[str, Any] = field(default_factory=dict, metadata=_meta("Bound input values.", "data"))
     output_bindings: Mapping[str, str] = field(

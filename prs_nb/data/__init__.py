@@ -19,7 +19,8 @@ Kind (from the *declared* input type, else the bound ``Input``'s type, else ``ur
   (default 10) - see :mod:`prs_nb.data.files`.
 * ``mltable``: tables (CSV/TSV, Parquet, JSON Lines files, a folder or glob of them), cut by size
   (default 1 MiB) - see :mod:`prs_nb.data.tabular`; or a folder with an ``MLTable`` file - see
-  :mod:`prs_nb.data.mltable` (without a read transformation an MLTable is a file list).
+  :mod:`prs_nb.data.mltable` (without a read transformation, or bound in a mount/download mode, an
+  MLTable is a file list; with one, in ``direct`` mode or no mode, it is tabular).
 * a DataFrame, bound to any input type: tabular, split by rows.
 * ``--rank_mini_batch_count N`` (> 0) in program_arguments: N data-less rank mini-batches; like v1,
   the inputs are then ignored (contract 5.5), so this wins even when input_data is set.
@@ -49,6 +50,10 @@ if TYPE_CHECKING:
     from prs_nb.data.mltable import MLTableSpec
     from prs_nb.data.tabular import ReadOptions
     from prs_nb.spec import EffectiveSettings, JobSpec
+
+#: Data modes in which an MLTable input reaches run() as a list of files even with a read transformation
+#: (Azure mounts or downloads the files the MLTable lists); ``direct`` or no mode keeps it tabular.
+FILE_LIST_MODES = ("ro_mount", "rw_mount", "mount", "download", "eval_mount", "eval_download")
 
 __all__ = ["FILES", "RANK", "TABULAR", "InputPlan", "MiniBatch", "TableSlice", "count_items", "plan_input",
            "read_mini_batch"]
@@ -138,7 +143,8 @@ def plan_input(spec: JobSpec, settings: EffectiveSettings, base_dir: str | None 
 
         mlt_file = find_mltable(entries[0][1]) if len(entries) == 1 else None
         if mlt_file is not None:
-            return _mltable_plan(name, where, mlt_file, entries[0][0], keys, explicit, count_rows)
+            return _mltable_plan(name, where, mlt_file, entries[0][0], keys, explicit, count_rows,
+                                 file_list=_input_mode(spec, name) in FILE_LIST_MODES)
         from prs_nb.data.tabular import ReadOptions, extension_format
 
         for _, path in entries:
@@ -152,6 +158,14 @@ def plan_input(spec: JobSpec, settings: EffectiveSettings, base_dir: str | None 
 
 
 # ---------------------------------------------------------------------------------- bound values
+def _input_mode(spec: JobSpec, name: str) -> str | None:
+    """The data mode of input ``name``: the bound Input's, else the declared port's (None if unset)."""
+    bound = spec.bindings.get(name)
+    declared = spec.inputs.get(name)
+    return (getattr(bound, "mode", None) if isinstance(bound, Input) else None) or \
+        (declared.mode if declared is not None else None)
+
+
 def _bound_value(spec: JobSpec, name: str) -> tuple[Any, str]:
     declared = spec.inputs.get(name)
     if name in spec.bindings:
@@ -291,18 +305,57 @@ def _table_plan(name: str, where: str, paths: list[str], opts: ReadOptions, mlt:
 
 
 def _mltable_plan(name: str, where: str, mlt_file: str, given: str, keys: Sequence[str],
-                  explicit: int | None, count_rows: bool = True) -> InputPlan:
+                  explicit: int | None, count_rows: bool = True, *, file_list: bool = False) -> InputPlan:
+    import dataclasses
+
     from prs_nb.data.mltable import load_mltable
 
     mlt = load_mltable(mlt_file, where=where)
-    for p in mlt.paths:
-        classify(p, where=f"{where}: MLTable {mlt_file}")
+    if file_list and mlt.read is not None:  # mounted/downloaded (contract 3.2): the files, not the rows
+        mlt = dataclasses.replace(mlt, read=None)
+    if mlt.windowed and keys:
+        from prs_nb.errors import MLTableError
+
+        raise MLTableError(f"{where}: MLTable {mlt_file} uses skip/take, which cannot be combined with "
+                           f"partition_keys ({', '.join(keys)}): the window is defined on the whole table. Remove "
+                           "skip/take, or drop partition_keys and group by the key in run()")
     if mlt.read is None:
         size = explicit or DEFAULT_FILE_MINI_BATCH_SIZE
         fmt = mlt.partition_format
         values = (lambda f: fmt.values(f.path)) if fmt is not None else None
+        if mlt.windowed:  # a window over the files, then chunks of the kept files
+            return _windowed_files_plan(name, where, mlt, size, f"MLTable {given} (file list)")
         return _files_plan(name, where, list(mlt.paths), values, keys, size, f"MLTable {given} (file list)")
     size = explicit or DEFAULT_TABULAR_MINI_BATCH_SIZE
-    return _table_plan(name, where, list(mlt.paths), mlt.read, mlt, keys, size, f"MLTable {given} ({mlt.fmt})",
-                       skip_mltable=True, count_rows=count_rows)
+    plan = _table_plan(name, where, list(mlt.paths), mlt.read, mlt, keys, size, f"MLTable {given} ({mlt.fmt})",
+                       skip_mltable=True, count_rows=count_rows or mlt.windowed)
+    if not mlt.windowed:
+        return plan
+    from prs_nb.data.mltable import window_parts
+    from prs_nb.data.read import read_slice
+
+    def rows(part: Part) -> int:  # whole-file slices (multi-line, utf16) are counted by reading them
+        return part.items if part.items is not None else len(read_slice(part.source, where=where))
+
+    table_parts = plan._parts
+    return InputPlan(TABULAR, name, lambda: window_parts(table_parts(), mlt.offset, mlt.limit, tabular=True,
+                                                         count=rows),
+                     plan.describe() + _window_text(mlt))
+
+
+def _window_text(mlt: MLTableSpec) -> str:
+    return f", skip {mlt.offset}" * (mlt.offset > 0) + (f", take {mlt.limit}" if mlt.limit is not None else "")
+
+
+def _windowed_files_plan(name: str, where: str, mlt: MLTableSpec, size: int, what: str) -> InputPlan:
+    from itertools import islice
+
+    stop = None if mlt.limit is None else mlt.offset + mlt.limit
+
+    def parts() -> Iterator[Part]:
+        kept = islice(iter_paths(list(mlt.paths), where=where), mlt.offset, stop)
+        for block in chunks(kept, size):
+            yield Part(len(block), [f.path for f in block], {}, None, "")
+
+    return InputPlan(FILES, name, parts, f"{what}: files, {size} per mini-batch{_window_text(mlt)}")
 

@@ -16,9 +16,22 @@ described by that file (YAML, read with ``yaml.safe_load``)::
 
 Supported transformations: ``read_delimited``, ``read_parquet``, ``read_json_lines`` (one of them;
 without any, the MLTable is a *file list* and mini-batches are lists of paths),
-``extract_columns_from_partition_format``, ``drop_columns`` and ``keep_columns``. Anything else
-(``filter``, ``take``, ``skip``, ``convert_column_types``, ``read_delta_lake``...) raises
-:class:`InputDataError` rather than being ignored, because ignoring it would change the rows.
+``extract_columns_from_partition_format``, ``drop_columns``, ``keep_columns``, ``skip: N`` and
+``take: N``. Anything else (``filter``, ``take_random_sample``, ``convert_column_types``,
+``read_delta_lake``...) raises :class:`MLTableError` naming the key, the file and what to do, rather
+than being ignored, because ignoring it would change the rows.
+
+Which use applies (contract 3.2): an MLTable **with** a read transformation, bound in ``direct`` mode
+or with no mode, is *tabular* (mini-batches are DataFrames, cut by ``mini_batch_size`` bytes, default
+1 MiB); **without** one, or bound in a mount/download mode (``ro_mount``, ``download``,
+``eval_mount``...; Azure then hands the listed files to the job), it is a *file list* (mini-batches are
+lists of paths, ``mini_batch_size`` files, default 10), like ``uri_folder``; the read
+transformation's column steps then do not apply.
+
+``skip`` / ``take`` apply in order to the table's rows (tabular) or to the listed files (file list),
+in listing order (files sorted by path, rows in file order): ``skip: 2`` then ``take: 5`` gives rows
+2..6. The driver then needs row counts, so CSV/JSON Lines files are counted while planning. They
+cannot be combined with ``partition_keys`` (the window is defined on the unpartitioned table).
 ``infer_column_types`` is accepted and has no effect (pandas always infers types).
 ``include_path_column`` adds a ``Path`` column holding the file's absolute local path.
 
@@ -36,17 +49,26 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from prs_nb.data.files import resolve_path
+from prs_nb.data.files import Part, classify, resolve_path
 from prs_nb.data.tabular import HEADER_MODES, ReadOptions, normalize_encoding
-from prs_nb.errors import InputDataError
+from prs_nb.errors import InputDataError, MLTableError
 
 MLTABLE_FILE = "MLTable"
 READ_TRANSFORMATIONS = {"read_delimited": "csv", "read_parquet": "parquet", "read_json_lines": "jsonl"}
-OTHER_TRANSFORMATIONS = ("extract_columns_from_partition_format", "drop_columns", "keep_columns")
+OTHER_TRANSFORMATIONS = ("extract_columns_from_partition_format", "drop_columns", "keep_columns", "skip", "take")
+# what to do instead, for Azure transformations prs_nb does not run locally
+_UNSUPPORTED_ADVICE = {
+    "filter": "filter the rows in run() (e.g. mini_batch[mini_batch['col'] > 1]) or write a filtered copy of the data",
+    "take_random_sample": "sample in run() (mini_batch.sample(frac=...)) or write a sampled copy of the data",
+    "convert_column_types": "convert in run() (mini_batch.astype({...}) / pd.to_datetime) or store typed Parquet",
+    "read_delta_lake": "export the Delta table to Parquet (e.g. deltalake.DeltaTable(path).to_pandas()"
+                       ".to_parquet(...)) and describe it with read_parquet",
+}
 _READ_KEYS = {
     "read_delimited": {"delimiter", "header", "encoding", "include_path_column", "empty_as_string",
                        "support_multi_line", "infer_column_types"},
@@ -68,10 +90,17 @@ class MLTableSpec:
     paths: tuple[str, ...]
     read: ReadOptions | None
     partition_format: PartitionFormat | None
+    offset: int = 0
+    limit: int | None = None
 
     @property
     def fmt(self) -> str | None:
         return self.read.fmt if self.read is not None else None
+
+    @property
+    def windowed(self) -> bool:
+        """True when skip/take select part of the rows (or files)."""
+        return self.offset > 0 or self.limit is not None
 
 
 def find_mltable(path: str) -> str | None:
@@ -107,7 +136,7 @@ class PartitionFormat:
             pos = m.end()
         body.append(re.escape(fmt[pos:]))
         if not fields:
-            raise InputDataError(
+            raise MLTableError(
                 f"{where}: partition_format {fmt!r} has no {{column}} fields; write it like "
                 "'{store}/{brand}/{file_name}.csv' or '{date:yyyy/MM/dd}/data.csv'"
             )
@@ -126,7 +155,7 @@ class PartitionFormat:
             rel = path
         m = self._regex.search("/" + rel.replace(os.sep, "/").lstrip("/"))
         if m is None:
-            raise InputDataError(
+            raise MLTableError(
                 f"{self.where}: file {path} does not match the MLTable partition_format {self.fmt!r}; the format "
                 "is matched against the end of each path, starting at the first partition folder. Fix the format "
                 "or narrow the MLTable paths to files laid out that way"
@@ -139,7 +168,7 @@ class PartitionFormat:
                 try:
                     out[name] = datetime.strptime(raw, pyfmt)
                 except ValueError as exc:
-                    raise InputDataError(f"{self.where}: {raw!r} in {path} is not a valid date for field "
+                    raise MLTableError(f"{self.where}: {raw!r} in {path} is not a valid date for field "
                                          f"{name!r} of partition_format {self.fmt!r}: {exc}") from exc
         return out
 
@@ -159,7 +188,7 @@ def _datetime_format(spec: str) -> tuple[str, str]:
 def _bool(args: dict[str, Any], key: str, where: str) -> bool:
     value = args.get(key, False)
     if not isinstance(value, bool):
-        raise InputDataError(f"{where}: {key} must be true or false (got {value!r})")
+        raise MLTableError(f"{where}: {key} must be true or false (got {value!r})")
     return value
 
 
@@ -168,7 +197,7 @@ def _columns(value: Any, step: str, where: str) -> tuple[str, ...]:
         return (value,)
     if isinstance(value, list) and all(isinstance(c, str) for c in value):
         return tuple(value)
-    raise InputDataError(f"{where}: {step} takes a list of column names, e.g. [col1, col2] (got {value!r})")
+    raise MLTableError(f"{where}: {step} takes a list of column names, e.g. [col1, col2] (got {value!r})")
 
 
 def _partition_format(value: Any, where: str) -> str:
@@ -180,7 +209,7 @@ def _partition_format(value: Any, where: str) -> str:
         # YAML reads an unquoted `{date:yyyy/MM/dd}` as the mapping {"date:yyyy/MM/dd": None}
         if len(value) == 1 and next(iter(value.values())) is None:
             return "{" + str(next(iter(value))) + "}"
-    raise InputDataError(
+    raise MLTableError(
         f"{where}: extract_columns_from_partition_format takes a format string, e.g. "
         f"{{partition_format: '{{store}}/{{brand}}/{{file}}.csv'}} (got {value!r})"
     )
@@ -189,7 +218,7 @@ def _partition_format(value: Any, where: str) -> str:
 def _read_options(step: str, args: dict[str, Any], where: str) -> ReadOptions:
     unknown = sorted(set(args) - _READ_KEYS[step])
     if unknown:
-        raise InputDataError(f"{where}: {step} does not take {', '.join(unknown)}; it takes "
+        raise MLTableError(f"{where}: {step} does not take {', '.join(unknown)}; it takes "
                              f"{', '.join(sorted(_READ_KEYS[step]))}")
     encoding = normalize_encoding(args.get("encoding", "utf8"), where=where)
     include_path = _bool(args, "include_path_column", where)
@@ -198,16 +227,16 @@ def _read_options(step: str, args: dict[str, Any], where: str) -> ReadOptions:
     if step == "read_json_lines":
         invalid = args.get("invalid_lines", "error")
         if invalid not in ("error", "drop"):
-            raise InputDataError(f"{where}: invalid_lines must be error or drop (got {invalid!r})")
+            raise MLTableError(f"{where}: invalid_lines must be error or drop (got {invalid!r})")
         return ReadOptions(fmt="jsonl", encoding=encoding, include_path_column=include_path, invalid_lines=invalid)
     delimiter = args.get("delimiter", ",")
     if delimiter in ("\\t", "tab"):  # a single-quoted '\t' in YAML stays two characters
         delimiter = "\t"
     if not isinstance(delimiter, str) or len(delimiter) != 1:
-        raise InputDataError(f"{where}: delimiter must be one character such as ',' or '\\t' (got {delimiter!r})")
+        raise MLTableError(f"{where}: delimiter must be one character such as ',' or '\\t' (got {delimiter!r})")
     header = args.get("header", "all_files_same_headers")
     if header not in HEADER_MODES:
-        raise InputDataError(f"{where}: header must be one of {', '.join(HEADER_MODES)} (got {header!r})")
+        raise MLTableError(f"{where}: header must be one of {', '.join(HEADER_MODES)} (got {header!r})")
     _bool(args, "infer_column_types", where)
     return ReadOptions(
         fmt="csv", sep=delimiter, encoding=encoding, header=header, include_path_column=include_path,
@@ -217,7 +246,19 @@ def _read_options(step: str, args: dict[str, Any], where: str) -> ReadOptions:
 
 
 def load_mltable(file: str, *, where: str) -> MLTableSpec:
-    """Parse and validate an MLTable file; every mistake raises :class:`InputDataError` naming it."""
+    """Parse and validate an MLTable file; every mistake raises :class:`MLTableError` naming it."""
+    try:
+        mlt = _load_mltable(file, where=where)
+        for p in mlt.paths:
+            classify(p, where=f"{where}: MLTable {file}")
+        return mlt
+    except MLTableError:
+        raise
+    except InputDataError as exc:  # a shared helper's error (encoding, path): same message, MLTable's class
+        raise MLTableError(str(exc)) from exc
+
+
+def _load_mltable(file: str, *, where: str) -> MLTableSpec:
     import yaml
 
     where = f"{where}: MLTable {file}"
@@ -225,47 +266,48 @@ def load_mltable(file: str, *, where: str) -> MLTableSpec:
         with open(file, encoding="utf-8") as fh:
             doc = yaml.safe_load(fh)
     except OSError as exc:
-        raise InputDataError(f"{where}: cannot read it: {exc.strerror or exc}") from exc
+        raise MLTableError(f"{where}: cannot read it: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
-        raise InputDataError(f"{where}: malformed YAML: {exc}") from exc
+        raise MLTableError(f"{where}: malformed YAML: {exc}") from exc
     if not isinstance(doc, dict):
-        raise InputDataError(f"{where}: expected a YAML mapping with paths: and transformations: "
+        raise MLTableError(f"{where}: expected a YAML mapping with paths: and transformations: "
                              f"(got {type(doc).__name__})")
     if doc.get("type", "mltable") != "mltable":
-        raise InputDataError(f"{where}: type must be mltable (got {doc.get('type')!r})")
+        raise MLTableError(f"{where}: type must be mltable (got {doc.get('type')!r})")
     folder = os.path.dirname(os.path.abspath(file))
     raw_paths = doc.get("paths")
     if not isinstance(raw_paths, list) or not raw_paths:
-        raise InputDataError(f"{where}: paths must be a non-empty list of entries like '- file: ./a.csv', "
+        raise MLTableError(f"{where}: paths must be a non-empty list of entries like '- file: ./a.csv', "
                              f"'- folder: ./data' or '- pattern: ./**/*.csv' (got {raw_paths!r})")
     paths: list[str] = []
     for entry in raw_paths:
         kinds = [k for k in ("file", "folder", "pattern") if isinstance(entry, dict) and k in entry]
         if len(kinds) != 1 or not isinstance(entry[kinds[0]], str) or not entry[kinds[0]].strip():
-            raise InputDataError(f"{where}: each paths entry needs exactly one of file:, folder: or pattern: "
+            raise MLTableError(f"{where}: each paths entry needs exactly one of file:, folder: or pattern: "
                                  f"with a path (got {entry!r})")
         paths.append(resolve_path(entry[kinds[0]], folder, where=where))
     steps = doc.get("transformations") or []
     if not isinstance(steps, list):
-        raise InputDataError(f"{where}: transformations must be a list (got {type(steps).__name__})")
+        raise MLTableError(f"{where}: transformations must be a list (got {type(steps).__name__})")
     read: ReadOptions | None = None
     partition: PartitionFormat | None = None
     drop: tuple[str, ...] = ()
     keep: tuple[str, ...] = ()
+    offset, limit = 0, None
     for step in steps:
         if isinstance(step, str):
             name, args = step, None
         elif isinstance(step, dict) and len(step) == 1:
             name, args = next(iter(step.items()))
         else:
-            raise InputDataError(f"{where}: each transformation is one name with its arguments, e.g. "
+            raise MLTableError(f"{where}: each transformation is one name with its arguments, e.g. "
                                  f"'- read_parquet: {{}}' (got {step!r})")
         if name in READ_TRANSFORMATIONS:
             if read is not None:
-                raise InputDataError(f"{where}: more than one read transformation ({name} after a "
+                raise MLTableError(f"{where}: more than one read transformation ({name} after a "
                                      f"{read.fmt} read); keep one")
             if args is not None and not isinstance(args, dict):
-                raise InputDataError(f"{where}: {name} takes a mapping of options (got {args!r})")
+                raise MLTableError(f"{where}: {name} takes a mapping of options (got {args!r})")
             read = _read_options(name, dict(args or {}), where)
         elif name == "extract_columns_from_partition_format":
             partition = PartitionFormat(_partition_format(args, where), where=where, base=folder)
@@ -273,15 +315,60 @@ def load_mltable(file: str, *, where: str) -> MLTableSpec:
             drop = _columns(args, name, where)
         elif name == "keep_columns":
             keep = _columns(args, name, where)
+        elif name in ("skip", "take"):
+            n = _count(args, name, where)
+            if name == "skip":
+                offset += n
+                limit = None if limit is None else max(limit - n, 0)
+            else:
+                limit = n if limit is None else min(limit, n)
         else:
-            raise InputDataError(
-                f"{where}: transformation {name!r} is not supported by prs_nb locally; supported: "
-                f"{', '.join([*READ_TRANSFORMATIONS, *OTHER_TRANSFORMATIONS])}. Remove it (and apply it in "
-                "run()), or materialize the data first"
+            advice = _UNSUPPORTED_ADVICE.get(str(name), "remove it and do the same in run(), or write the "
+                                                         "transformed data to files first")
+            raise MLTableError(
+                f"{where}: transformation {name!r} is not supported by prs_nb locally (it would change the rows, so "
+                f"it is not ignored); supported: {', '.join([*READ_TRANSFORMATIONS, *OTHER_TRANSFORMATIONS])}. "
+                f"To run this job locally: {advice}"
             )
     if read is None and (drop or keep):
-        raise InputDataError(f"{where}: drop_columns/keep_columns need a read transformation (read_delimited, "
+        raise MLTableError(f"{where}: drop_columns/keep_columns need a read transformation (read_delimited, "
                              "read_parquet or read_json_lines); without one the MLTable is a list of files")
     if read is not None and (drop or keep):
         read = dataclasses.replace(read, drop_columns=drop, keep_columns=keep)
-    return MLTableSpec(file=os.path.abspath(file), paths=tuple(paths), read=read, partition_format=partition)
+    return MLTableSpec(file=os.path.abspath(file), paths=tuple(paths), read=read, partition_format=partition,
+                       offset=offset, limit=limit)
+
+
+def _count(value: Any, step: str, where: str) -> int:
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("count", "n"):
+        value = next(iter(value.values()))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MLTableError(f"{where}: {step} takes a number of rows >= 0, e.g. '- {step}: 10' (got {value!r})")
+    return value
+
+
+def window_parts(parts: Iterator[Part], offset: int, limit: int | None, *, tabular: bool,
+                 count: Callable[[Part], int]) -> Iterator[Part]:
+    """Keep the rows (tabular) or files (file list) ``[offset, offset + limit)`` of ``parts``, in order.
+
+    A tabular part cut by the window gets a ``row_window`` option (rows ``[a, b)`` of the slice, applied
+    by the worker after reading) and an exact ``items``. Listing stops once the window is full."""
+    pos = 0
+    end = None if limit is None else offset + limit
+    for part in parts:
+        if end is not None and pos >= end:
+            return
+        n = count(part)
+        lo, hi = max(offset - pos, 0), n if end is None else min(end - pos, n)
+        pos += n
+        if hi <= lo:
+            continue
+        if lo == 0 and hi == n:
+            yield part
+        elif not tabular:
+            yield part._replace(items=hi - lo, source=list(part.source)[lo:hi])
+        else:
+            s = part.source
+            source = dataclasses.replace(s, options=(*s.options, ("row_window", (lo, hi))))
+            lb = None if part.lower_bound is None else part.lower_bound + lo
+            yield part._replace(items=hi - lo, source=source, lower_bound=lb)

@@ -8,7 +8,7 @@
   positions in the file (from ``global_row_index_lower_bound``). Parquet: only the needed row
   groups are read; a row range of one big row group is streamed in record batches and sliced, so
   memory holds the range, not the row group.
-* Then, in MLTable order: the ``Path`` column (``include_path_column``), partition columns from the
+* Then, in MLTable order: the rows kept by ``skip`` / ``take`` (a ``row_window`` option), the ``Path`` column (``include_path_column``), partition columns from the
   path, the partition filter (rows equal to the key values; ``None`` matches nulls), and
   ``drop_columns`` / ``keep_columns``.
 * A partition made of several parts is concatenated with a fresh ``RangeIndex``.
@@ -219,6 +219,9 @@ def _read_parquet(s: TableSlice, usecols: Sequence[str] | None) -> pd.DataFrame:
 
 
 def _finish(df: pd.DataFrame, s: TableSlice, opts: dict[str, Any], prefix: str) -> pd.DataFrame:
+    window = opts.get("row_window")  # MLTable skip/take: rows [a, b) of this slice
+    if window is not None:
+        df = df.iloc[window[0]:window[1]].reset_index(drop=True)
     if opts.get("include_path_column"):
         df["Path"] = s.path
     for key, value in s.partition_values:

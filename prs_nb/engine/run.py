@@ -14,9 +14,10 @@ from typing import Any, cast
 
 from prs_nb import events as ev
 from prs_nb.engine.backends import InlineBackend, LocalBackend
+from prs_nb.engine.journal import Journal
 from prs_nb.engine.scheduler import Outcome, Scheduler
 from prs_nb.entry import WorkerConfig
-from prs_nb.errors import ConfigError, EntryScriptError
+from prs_nb.errors import ConfigError, EntryScriptError, PrsError, ResumeError
 from prs_nb.outputs import (
     AppendRowWriter,
     JournalOnly,
@@ -204,8 +205,15 @@ def run_job(
     base_dir: str | None = None,
     run_id: str | None = None,
     ray_address: str | None = None,
+    resume_info: Any = None,
+    reuse_root: str | None = None,
 ) -> RunResult:
-    """Run ``spec`` and return its RunResult (never raises for a failed job; see raise_for_status)."""
+    """Run ``spec`` and return its RunResult (never raises for a failed job; see raise_for_status).
+    ``reuse_root``: the runs root whose reuse cache is used (default the job's runs_root; a pipeline
+    passes its own runs root, so that its nodes are reused across pipeline runs).
+
+    ``resume_info`` (from :func:`prs_nb.engine.resume.resume`) continues an interrupted run in its
+    own run directory instead of starting a new one."""
     from prs_nb.data import plan_input
     from prs_nb.logs import RunLogs
 
@@ -230,18 +238,44 @@ def run_job(
         raise ConfigError(f"runs_root {runs_root!r} is a file; it must be a folder where run directories are "
                           "created (default ./prs_runs)")
     run_dir = os.path.join(runs_root, _safe_name(spec.name), run_id)
+    if resume_info is not None:
+        run_dir = resume_info.run_dir
     logs_dir = os.path.join(run_dir, "logs")
     output_paths = resolve_output_paths(spec, run_dir, base_dir)
     _check_output_paths(spec, output_paths)
     # everything that can reject the job is checked before its run directory is created
     argv = [spec.task.entry_script or "<functions>", *resolve_program_arguments(spec, base_dir, output_paths)]
     csv_kwargs = load_settings_json(code_dir)
-    plan = plan_input(spec, settings, base_dir, count_rows=_wants_context(spec, code_dir))
+    try:
+        plan = plan_input(spec, settings, base_dir, count_rows=_wants_context(spec, code_dir))
+    except PrsError as exc:
+        if resume_info is None:
+            raise
+        raise ResumeError(f"cannot resume {run_dir}: its input cannot be listed any more: {exc}") from exc
+    summary = _summary(spec, settings, plan)
+    out_file = append_row_path(spec, output_paths)
+    resume_offset = None
+    if resume_info is not None:
+        # refuse before anything is written: input changed, output deleted
+        plan = resume_info.verified_plan(plan)
+        resume_offset = resume_info.check_output(out_file)
+    fp = None
+    # reuse (contract 9/12): an identical earlier run is served and no worker starts (never when resuming)
+    if spec.is_deterministic and resume_info is None:
+        from prs_nb.cache import ReuseCache, fingerprint
+
+        fp = fingerprint(spec, base_dir=base_dir, code_dir=code_dir, functions_blob=blob, argv=argv,
+                         run_dir=run_dir, runs_root=reuse_root or runs_root, output_paths=output_paths)
+        cache_root = reuse_root or runs_root
+        reused = ReuseCache(cache_root).serve(fp, spec=spec, run_id=run_id, run_dir=run_dir, output_paths=output_paths)
+        if reused is not None:
+            _write_job_yaml(spec, run_dir)
+            _announce_reused(reused, fp.key or "", [*listeners, progress_listener(progress, spec)])
+            return reused
     backend = make_backend(spec.backend, ray_address)
     os.makedirs(logs_dir, exist_ok=True)
     for name, path in output_paths.items():
         os.makedirs(path if spec.outputs[name].type != "uri_file" else os.path.dirname(path), exist_ok=True)
-    out_file = append_row_path(spec, output_paths)
     _write_job_yaml(spec, run_dir)
     output_dir = (os.path.dirname(out_file) if out_file else
                   next(iter(output_paths.values()), os.path.join(run_dir, "outputs")))
@@ -267,17 +301,33 @@ def run_job(
         working_dir=code_dir or base_dir,
         spill_dir=os.path.join(run_dir, "parts") if out_file else None,
     )
-    journal = os.path.join(run_dir, "journal")
-    writer: Any = AppendRowWriter(out_file, journal, ordered=spec.ordered_output) if out_file else JournalOnly(journal)
-    logs = RunLogs(logs_dir, spec.name, _summary(spec, settings, plan))
+    journal = Journal(os.path.join(run_dir, "journal"))
+    done = resume_info.entries if resume_info is not None else {}
+    writer: Any = (AppendRowWriter(out_file, journal, ordered=spec.ordered_output, resume_offset=resume_offset,
+                                   done=done) if out_file else JournalOnly(journal))
+    logs = RunLogs(logs_dir, spec.name, summary)
     all_listeners: list[Any] = [logs, *listeners]
     bar = progress_listener(progress, spec)
     if bar is not None:
         all_listeners.append(bar)
     sched = Scheduler(settings=settings, plan=plan, backend=backend, worker_config=config, writer=writer,
-                      listeners=all_listeners)
+                      listeners=all_listeners, done=done)
+    if resume_info is not None:
+        for node, number in resume_info.process_numbers.items():
+            if node < len(sched.proc_counter):
+                sched.proc_counter[node] = number  # new workers get new processNNN names and log files
+    lock = None
+    if resume_info is None:  # (resume() holds the lock of a resumed run)
+        from prs_nb.engine.resume import RunLock, save_job
+
+        lock = RunLock(run_dir).acquire()
+        try:
+            save_job(run_dir, spec, base_dir, run_id)
+        except PrsError as exc:
+            with open(os.path.join(run_dir, "not_resumable.txt"), "w", encoding="utf-8") as fh:
+                fh.write(f"{exc}\n")
     workers = sched.per_node * sched.nodes
-    sched.emit(ev.JobStarted(spec.name, run_id, run_dir, workers, backend.name, time.time()))
+    sched.emit(ev.JobStarted(spec.name, run_id, run_dir, workers, backend.name, time.time(), cancel=sched.cancel))
     try:
         outcome = sched.run()
     except BaseException as exc:
@@ -288,13 +338,35 @@ def run_job(
     finally:
         writer.close()
         backend.close()
+        if lock is not None:
+            lock.release()
     # part files of attempts that never reported (a worker killed after writing one) are not output
     shutil.rmtree(os.path.join(run_dir, "parts"), ignore_errors=True)
     result = _result(spec, run_id, run_dir, logs_dir, output_paths, out_file, outcome, backend.name, settings,
                      csv_kwargs)
     sched.emit(ev.JobFinished(outcome.status, outcome.reason, result.counts, time.time()))
     logs.close()
+    if fp is not None:
+        from prs_nb.cache import ReuseCache
+
+        ReuseCache(reuse_root or runs_root).store(fp, result, spec)
     return result
+
+
+def _announce_reused(result: RunResult, key: str, listeners: list[Any]) -> None:
+    import json
+
+    with open(os.path.join(result.run_dir, "reused.json"), encoding="utf-8") as fh:
+        source = json.load(fh)
+    now = time.time()  # the usual lifecycle (started, finished) around the reuse, for bars and dashboards
+    events = [ev.JobStarted(result.job_name, result.run_id, result.run_dir, 0, result.backend, now),
+              ev.JobReused(result.job_name, result.run_id, result.run_dir, source["source_run_dir"],
+                           source["source_run_id"], key, now),
+              ev.JobFinished("Completed", "", result.counts, now)]
+    for listener in listeners:
+        if listener is not None:
+            for event in events:
+                listener.on_event(event)
 
 
 def _check_output_paths(spec: JobSpec, output_paths: dict[str, str]) -> None:

@@ -12,7 +12,7 @@ import yaml
 
 from prs_nb.data import FILES, TABULAR, read_mini_batch
 from prs_nb.data.mltable import load_mltable
-from prs_nb.errors import InputDataError
+from prs_nb.errors import InputDataError, MLTableError
 
 
 def write_mltable(folder: Path, doc: dict | str) -> Path:
@@ -190,7 +190,8 @@ def test_folder_entry_skips_the_mltable_file(tmp_path, plan_of):
     ("type: mltable\n", r"paths must be a non-empty list of entries like '- file: \./a\.csv'"),
     ("paths:\n  - file: a.csv\n    folder: b\n", r"each paths entry needs exactly one of file:, folder: or pattern:"),
     ("paths: [{file: a.csv}]\ntransformations:\n  - filter: 'col(\"a\") > 1'\n",
-     r"transformation 'filter' is not supported by prs_nb locally; supported: read_delimited, read_parquet"),
+     r"transformation 'filter' is not supported by prs_nb locally \(it would change the rows, so it is not "
+     r"ignored\); supported: read_delimited, read_parquet"),
     ("paths: [{file: a.csv}]\ntransformations: [read_parquet, read_delimited]\n", "more than one read transformation"),
     ("paths: [{file: a.csv}]\ntransformations: [{read_delimited: {header: first}}]\n",
      r"header must be one of all_files_same_headers, all_files_different_headers, from_first_file, no_header"),
@@ -214,7 +215,7 @@ def test_malformed_mltable_errors(tmp_path, plan_of, text, message):
     root.mkdir()
     (root / "a.csv").write_text("a\n1\n")
     write_mltable(root, text)
-    with pytest.raises(InputDataError, match=r"input 'data': MLTable .*MLTable: " + message):
+    with pytest.raises(MLTableError, match=r"input 'data': MLTable .*MLTable: " + message):
         plan_of("t", type="mltable")
 
 
@@ -228,3 +229,150 @@ def test_partition_format_that_does_not_match_a_file(tmp_path, plan_of):
     with pytest.raises(InputDataError, match=r"file .*b\.csv does not match the MLTable partition_format "
                                              r"'\{store\}/\{f\}\.csv'"):
         list(plan_of("t", type="mltable"))
+
+
+# ---------------------------------------------------------------------------------- skip / take
+@pytest.mark.parametrize(("steps", "expected"), [
+    ([{"skip": 7}], list(range(7, 40))),
+    ([{"take": 5}], list(range(5))),
+    ([{"skip": 13}, {"take": 9}], list(range(13, 22))),
+    ([{"take": 30}, {"skip": 25}], list(range(25, 30))),
+    ([{"skip": 3}, {"skip": 4}, {"take": 20}, {"take": 2}], [7, 8]),
+    ([{"skip": 100}], []),
+    ([{"take": 0}], []),
+])
+def test_skip_take_cut_byte_ranges_across_files(tmp_path, plan_of, steps, expected):
+    """Two CSV files cut into several byte ranges; the window crosses range and file boundaries."""
+    root = tmp_path / "t"
+    root.mkdir()
+    pd.DataFrame({"v": range(0, 25)}).to_csv(root / "a.csv", index=False)
+    pd.DataFrame({"v": range(25, 40)}).to_csv(root / "b.csv", index=False)
+    write_mltable(root, {"paths": [{"pattern": "./*.csv"}], "transformations": ["read_delimited", *steps]})
+    mbs = list(plan_of("t", type="mltable", size="20"))
+    got = [v for mb in mbs for v in read_mini_batch(mb)["v"].tolist()]
+    assert got == expected
+    assert sum(mb.items for mb in mbs) == len(expected)
+    for mb in mbs:  # the context's row index still points into the file
+        df = read_mini_batch(mb)
+        assert len(df) == mb.items and df.index[0] == mb.global_row_index_lower_bound
+        assert df["v"].iloc[0] - (25 if mb.source.path.endswith("b.csv") else 0) == mb.global_row_index_lower_bound
+
+
+def test_skip_take_on_parquet_and_multi_line_files(tmp_path, plan_of):
+    root = tmp_path / "p"
+    root.mkdir()
+    pd.DataFrame({"v": range(10)}).to_parquet(root / "a.parquet", row_group_size=3)
+    write_mltable(root, {"paths": [{"file": "a.parquet"}], "transformations": ["read_parquet", {"skip": 2},
+                                                                            {"take": 5}]})
+    assert read_all(plan_of("p", type="mltable", size="1"))["v"].tolist() == [2, 3, 4, 5, 6]
+    root = tmp_path / "m"
+    root.mkdir()
+    (root / "a.csv").write_text('a,b\n1,"two\nlines"\n2,x\n3,y\n')
+    write_mltable(root, {"paths": [{"file": "a.csv"}], "transformations": [
+        {"read_delimited": {"support_multi_line": True}}, {"skip": 1}]})
+    mbs = list(plan_of("m", type="mltable"))
+    assert [mb.items for mb in mbs] == [2]  # counted by reading the file: a quoted newline is not a row
+    assert read_all(mbs)["a"].tolist() == [2, 3]
+
+
+def test_skip_take_on_a_file_list(tmp_path, plan_of):
+    root = tmp_path / "f"
+    root.mkdir()
+    for i in range(12):
+        (root / f"{i:02d}.png").write_bytes(b"x")
+    write_mltable(root, {"paths": [{"pattern": "./*.png"}], "transformations": [{"skip": 3}, {"take": 7}]})
+    plan = plan_of("f", type="mltable", size="3")
+    assert plan.kind == FILES and plan.describe().endswith("3 per mini-batch, skip 3, take 7")
+    assert [[os.path.basename(p) for p in mb.source] for mb in plan] == [
+        ["03.png", "04.png", "05.png"], ["06.png", "07.png", "08.png"], ["09.png"]]
+
+
+def test_skip_take_with_partition_keys_is_an_error(tmp_path, plan_of):
+    root = tmp_path / "t"
+    (root / "s1").mkdir(parents=True)
+    (root / "s1" / "a.csv").write_text("a\n1\n")
+    write_mltable(root, {"paths": [{"pattern": "./**/*.csv"}], "transformations": [
+        "read_delimited", {"extract_columns_from_partition_format": "{store}/{f}.csv"}, {"take": 1}]})
+    with pytest.raises(MLTableError, match=r"uses skip/take, which cannot be combined with partition_keys \(store\)"):
+        plan_of("t", type="mltable", keys=["store"])
+
+
+@pytest.mark.parametrize(("step", "advice"), [
+    ("filter: 'col(\"a\") > 1'", r"filter the rows in run\(\)"),
+    ("take_random_sample: {probability: 0.1, seed: 1}", r"sample in run\(\)"),
+    ("convert_column_types: [{columns: a, column_type: int}]", r"convert in run\(\)"),
+    ("read_delta_lake: {timestamp_as_of: '2022-08-26T00:00:00Z'}", r"export the Delta table to Parquet"),
+    ("split_column: {}", r"remove it and do the same in run\(\)"),
+])
+def test_unsupported_transformations_name_key_file_and_fix(tmp_path, plan_of, step, advice):
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "a.csv").write_text("a\n1\n")
+    write_mltable(root, f"paths: [{{file: a.csv}}]\ntransformations:\n  - read_delimited: {{}}\n  - {step}\n")
+    key = step.split(":")[0]
+    with pytest.raises(MLTableError, match=rf"input 'data': MLTable {root}/MLTable: transformation '{key}' is not "
+                                           rf"supported by prs_nb locally .*To run this job locally: {advice}"):
+        plan_of("t", type="mltable")
+
+
+@pytest.mark.parametrize("bad", ["-1", "ten", "1.5", "true"])
+def test_skip_take_need_a_count(tmp_path, plan_of, bad):
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "a.csv").write_text("a\n1\n")
+    write_mltable(root, f"paths: [{{file: a.csv}}]\ntransformations: [read_delimited, {{take: {bad}}}]\n")
+    with pytest.raises(MLTableError, match=r"take takes a number of rows >= 0, e.g. '- take: 10'"):
+        plan_of("t", type="mltable")
+
+
+def test_mltable_tabular_and_file_list_jobs_end_to_end(tmp_path):
+    """Through run_job on the inline backend: tabular mini-batches are DataFrames, a file-list MLTable
+    gives lists of paths (the contract's rule: a read transformation makes it tabular)."""
+    from prs_nb import Input, Output, RunFunction, parallel_run_function
+
+    root = tmp_path / "t"
+    root.mkdir()
+    pd.DataFrame({"v": range(30)}).to_csv(root / "a.csv", index=False)
+    write_mltable(root, {"paths": [{"file": "a.csv"}], "transformations": ["read_delimited", {"skip": 10}]})
+    job = parallel_run_function(
+        name="mlt", inputs={"t": Input(type="mltable")}, outputs={"o": Output(type="uri_folder")},
+        input_data="${{inputs.t}}", mini_batch_size="40",
+        task=RunFunction(run=_kind_and_len, append_row_to="${{outputs.o}}"))
+    r = job(t=Input(type="mltable", path=str(root))).run(backend="inline", progress=False,
+                                                         runs_root=str(tmp_path / "runs"))
+    assert r.status == "Completed" and r.counts["items_total"] == 20
+    assert {line.split()[0] for line in r.read_lines()} == {"DataFrame"}
+    write_mltable(root, {"paths": [{"file": "a.csv"}]})
+    r = job(t=Input(type="mltable", path=str(root))).run(backend="inline", progress=False,
+                                                         runs_root=str(tmp_path / "runs"))
+    assert r.status == "Completed" and r.read_lines() == ["list 1"]
+
+
+def _kind_and_len(mini_batch):
+    return [f"{type(mini_batch).__name__} {len(mini_batch)}"] * len(mini_batch)
+
+
+@pytest.mark.parametrize(("mode", "kind"), [(None, TABULAR), ("direct", TABULAR), ("ro_mount", FILES),
+                                            ("download", FILES), ("eval_mount", FILES)])
+def test_mode_decides_tabular_or_file_list(tmp_path, mode, kind):
+    """Contract 3.2: tabular = mltable in direct mode with a read transformation; mounted or downloaded,
+    the job gets the files the MLTable lists."""
+    from prs_nb.data import plan_input
+    from prs_nb.spec import Input, JobSpec, RunFunction
+
+    root = tmp_path / "t"
+    root.mkdir()
+    for i in range(3):
+        pd.DataFrame({"v": [i]}).to_csv(root / f"{i}.csv", index=False)
+    write_mltable(root, {"paths": [{"pattern": "./*.csv"}], "transformations": ["read_delimited", {"skip": 1}]})
+    for declared, bound in ((Input(type="mltable", mode=mode), Input(type="mltable", path=str(root))),
+                            (Input(type="mltable"), Input(type="mltable", path=str(root), mode=mode))):
+        spec = JobSpec(name="t", inputs={"d": declared}, input_data="${{inputs.d}}", bindings={"d": bound},
+                       task=RunFunction(run=len))
+        plan = plan_input(spec, spec.effective())
+        assert plan.kind == kind
+        data = [read_mini_batch(mb) for mb in plan]
+        if kind == FILES:  # skip applies to the files
+            assert [os.path.basename(p) for p in data[0]] == ["1.csv", "2.csv"]
+        else:
+            assert pd.concat(data)["v"].tolist() == [1, 2]
