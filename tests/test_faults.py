@@ -438,3 +438,107 @@ def test_job_wide_init_policy_stops_after_2_x_workers_failures(workdir, monkeypa
     assert "init() failed 4 times (job-wide limit: 2 x 1 node(s) x 2 worker(s) = 4" in res.reason
     assert "GPU not available" in res.reason
     assert res.counts["workers"] == 5 and res.counts["not_run"] > 100
+
+
+# ---------------------------------------------------------------- errors users can read
+
+
+def _inner(x):
+    return 1 / x
+
+
+def divide_on_2_and_5(mini_batch):
+    if any(p.endswith(("002.txt", "005.txt")) for p in mini_batch):
+        return [_inner(0)]
+    return names(mini_batch)
+
+
+@pytest.mark.parametrize("backend", ["local", "inline"])
+def test_user_code_error_carries_the_users_traceback_first_and_where_it_ran(workdir, backend):
+    import pickle
+    import traceback
+
+    from prs_nb import JobFailedError, RemoteTraceback, UserCodeError
+
+    path = make_files(workdir, 8)
+    res = file_job(divide_on_2_and_5, mini_batch_size="1", max_concurrency_per_instance=1, backend=backend,
+                   retry_settings={"max_retries": 1}, mini_batch_error_threshold=0)(data=path).run(progress=False)
+    assert res.status == "Failed"
+    with pytest.raises(JobFailedError) as info:
+        res.raise_for_status()
+    err = info.value.__cause__
+    assert isinstance(err, UserCodeError)
+    assert err.mini_batch_index == 2 and err.attempt == 2 and err.exc_type == "ZeroDivisionError"
+    assert err.first_items.endswith("002.txt") and err.process_name.startswith("process") and err.pid
+    assert "mini-batch 2 [" in str(err) and "002.txt], attempt 2, on process" in str(err)
+    assert "in _inner: return 1 / x" in str(err)  # the failing line, in one look
+    remote = err.__cause__
+    assert isinstance(remote, RemoteTraceback)
+    text = "".join(traceback.format_exception(info.value))
+    # printed oldest cause first: the user's frames come before prs_nb's own exceptions
+    assert text.index("in divide_on_2_and_5") < text.index("in _inner") < text.index("UserCodeError")
+    assert text.index("UserCodeError") < text.index("JobFailedError")
+    assert "prs_nb" + os.sep + "entry.py" not in remote.tb
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.mini_batch_index, again.attempt, again.pid, again.first_items) == (2, 2, err.pid, err.first_items)
+    assert isinstance(again.__cause__, RemoteTraceback) and again.remote_traceback == err.remote_traceback
+    # job_error.txt says the same as result.errors: mini-batch, attempt, process, pid, inputs, traceback
+    job_error = open(os.path.join(res.logs_dir, "job_error.txt")).read()
+    for row in res.errors.itertuples():
+        assert f"mini-batch {row.index}, attempt {row.attempt}, on node 0 {row.process} (pid {row.pid})" in job_error
+        assert row.first_items in job_error and row.message in job_error
+    assert "return 1 / x" in job_error and "in divide_on_2_and_5" in job_error
+
+
+def test_threshold_message_names_the_limit_the_count_and_the_first_failures(workdir):
+    path = make_files(workdir, 10)
+    res = file_job(fail_on_even, mini_batch_size="1", max_concurrency_per_instance=1,
+                   retry_settings={"max_retries": 0}, mini_batch_error_threshold=3)(data=path).run(progress=False)
+    assert res.status == "Failed" and res.limit == "mini_batch_error_threshold"
+    reason = res.reason
+    assert "mini_batch_error_threshold exceeded: 4 failed mini-batches > mini_batch_error_threshold 3" in reason
+    assert "failed mini-batches (first 3 shown, 1 more;" in reason
+    for idx in (0, 2, 4):
+        assert f"mini-batch {idx} [" in reason and f"{idx:03d}.txt]: ValueError: even file {idx}" in reason
+    assert "mini-batch 6 [" not in reason
+    assert "attempt 1 on process001 (pid " in reason
+    assert reason in open(os.path.join(res.logs_dir, "job_result.txt")).read()
+    assert reason.splitlines()[0] in str(res)
+
+
+def fail_on_even(mini_batch):
+    for p in mini_batch:
+        n = int(os.path.basename(p)[:3])
+        if n % 2 == 0:
+            raise ValueError(f"even file {n}")
+    return names(mini_batch)
+
+
+def half_back(mini_batch):
+    return names(mini_batch)[: len(mini_batch) // 2]
+
+
+def test_item_threshold_message_lists_short_returns(workdir):
+    path = make_files(workdir, 8)
+    res = file_job(half_back, mini_batch_size="4", max_concurrency_per_instance=1,
+                   error_threshold=1)(data=path).run(progress=False)
+    assert res.status == "Failed" and res.limit == "error_threshold"
+    assert "mini-batches with failed items (1 in all;" in res.reason
+    assert "returned 2 of 4 items (2 failed)" in res.reason
+
+
+def test_init_failure_is_raised_with_its_traceback(workdir):
+    from prs_nb import JobFailedError, UserCodeError
+
+    path = make_files(workdir, 2)
+    res = file_job(names, init=init_raises, max_concurrency_per_instance=1)(data=path).run(progress=False)
+    assert "init() failures (first 3 shown" not in res.reason and "init() failures (3 in all" in res.reason
+    with pytest.raises(JobFailedError) as info:
+        res.raise_for_status()
+    err = info.value.__cause__
+    assert isinstance(err, UserCodeError) and err.mini_batch_index is None and "init() failed" in str(err)
+    assert "in init_raises" in err.remote_traceback and "model.bin missing" in str(err)
+
+
+def init_raises():
+    raise FileNotFoundError("model.bin missing")

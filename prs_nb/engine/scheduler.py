@@ -54,7 +54,7 @@ class BatchRecord:
     """What the driver remembers of one mini-batch (one row of RunResult.batches)."""
 
     __slots__ = ("index", "items", "attempts", "status", "node_id", "process_name", "start", "end",
-                 "returned", "failed_items", "error_kind", "exc_type", "message", "traceback", "label")
+                 "returned", "failed_items", "error_kind", "exc_type", "message", "traceback", "label", "pid")
 
     def __init__(self, index: int, items: int | None, label: str) -> None:
         self.index = index
@@ -72,6 +72,7 @@ class BatchRecord:
         self.message = ""
         self.traceback = ""
         self.label = label
+        self.pid = 0
 
 
 @dataclasses.dataclass
@@ -352,7 +353,7 @@ class Scheduler:
         rec = self.records[idx]
         rec.attempts = attempt
         rec.status = "Succeeded"
-        rec.node_id, rec.process_name = h.node_id, h.process_name
+        rec.node_id, rec.process_name, rec.pid = h.node_id, h.process_name, h.pid
         rec.start, rec.end = self._wall(start_m), self._wall(now_m)
         n_items = items if items is not None else 0
         rec.items = n_items
@@ -397,7 +398,7 @@ class Scheduler:
         self.failed_attempts.append(event)
         self.timeline.append((mb.index, attempt, h.node_id, h.process_name, event.start, event.end,
                               "Timeout" if kind == "timeout" else "Failed"))
-        rec.node_id, rec.process_name = h.node_id, h.process_name
+        rec.node_id, rec.process_name, rec.pid = h.node_id, h.process_name, h.pid
         rec.start, rec.end = event.start, event.end
         rec.error_kind, rec.exc_type, rec.message, rec.traceback = kind, exc_type, message, tb
         self.emit(event)
@@ -421,8 +422,44 @@ class Scheduler:
     # ---------------------------------------------------------------- thresholds
     def _abort(self, limit: str, reason: str) -> None:
         if self.abort_reason is None:
-            self.abort_reason = reason
+            self.abort_reason = reason + self._first_failures(limit)
             self.abort_limit = limit
+
+    def _first_failures(self, limit: str, shown: int = 3) -> str:
+        """The failures that made ``limit`` trip, for the job's reason: "first 3 shown, N more"."""
+        lines: list[str] = []
+        if limit == "init":
+            fails = self.init_failures
+            for f in fails[:shown]:
+                lines.append(f"{f.process_name} (pid {f.pid}, node {f.node_id}): {f.exc_type}: {_one_line(f.error)}")
+            what, total = "init() failures", len(fails)
+        elif limit in ("error_threshold", "first_task_creation_timeout"):
+            if limit == "first_task_creation_timeout":
+                return ""
+            recs = [r for r in self.records.values() if r.status == "Failed" or r.failed_items]
+            for r in recs[:shown]:
+                lines.append(self._describe_failure(r))
+            what, total = "mini-batches with failed items", len(recs)
+        else:
+            recs = [r for r in self.records.values() if r.status == "Failed"]
+            for r in recs[:shown]:
+                lines.append(self._describe_failure(r))
+            what, total = "failed mini-batches", len(recs)
+        if not lines:
+            return ""
+        more = total - len(lines)
+        head = f"first {len(lines)} shown, {more} more" if more > 0 else f"{total} in all"
+        return f"\n  {what} ({head}; every attempt in result.errors and logs/job_error.txt):\n" + "\n".join(
+            f"    {line}" for line in lines)
+
+    @staticmethod
+    def _describe_failure(r: BatchRecord) -> str:
+        where = f"attempt {r.attempts} on {r.process_name} (pid {r.pid})" if r.process_name else ""
+        if r.status == "Failed":
+            err = f"{r.exc_type}: {_one_line(r.message)}" if r.exc_type else _one_line(r.message)
+        else:
+            err = f"returned {r.returned} of {r.items} items ({r.failed_items} failed)"
+        return f"mini-batch {r.index} [{_one_line(r.label, 80)}]: {err}" + (f" - {where}" if where else "")
 
     def _check_items(self) -> None:
         t = self.s.error_threshold
@@ -735,6 +772,11 @@ class Scheduler:
             if rec.status in ("Pending", "Retrying"):
                 rec.status = "Canceled" if self.canceled else "NotRun"
         self._maybe_progress(force=True)
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    first = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
 def memory_hint(exc_type: str) -> str:
