@@ -542,3 +542,68 @@ def test_init_failure_is_raised_with_its_traceback(workdir):
 
 def init_raises():
     raise FileNotFoundError("model.bin missing")
+
+
+# ---------------------------------------------------------------- Jupyter's interrupt button
+
+
+KERNEL_JOB = textwrap.dedent("""
+    import os, time
+    import prs_nb
+    from prs_nb import Input, Output, RunFunction, parallel_run_function
+
+    def run(mini_batch):
+        time.sleep(0.3)
+        return [os.path.basename(p) for p in mini_batch]
+
+    job = parallel_run_function(name="kernel", inputs={"d": Input(type="uri_folder")}, outputs={"o": Output()},
+                                mini_batch_size="1", max_concurrency_per_instance=2,
+                                task=RunFunction(run=run, append_row_to="${{outputs.o}}"))
+""")
+
+
+def test_jupyter_interrupt_cancels_and_the_run_resumes_in_the_same_kernel(workdir):
+    from jupyter_client.manager import start_new_kernel
+
+    files = make_files(workdir, 40)
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(workdir), env=env_with_path())
+    try:
+        def execute(code, timeout=60):
+            msg_id = kc.execute(code)
+            out = []
+            while True:
+                msg = kc.get_iopub_msg(timeout=timeout)
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if msg["msg_type"] == "stream":
+                    out.append(msg["content"]["text"])
+                elif msg["msg_type"] == "error":
+                    out.append("\n".join(msg["content"]["traceback"]))
+                elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    return "".join(out)
+
+        execute(KERNEL_JOB)
+        kernel_pid = int(execute("print(os.getpid())").strip())
+        msg_id = kc.execute(f"res = job(d={files!r}).run(progress=False)")
+        workers = two_workers(kernel_pid)
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        km.interrupt_kernel()  # what the notebook's stop button does
+        while True:
+            msg = kc.get_iopub_msg(timeout=20)
+            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"):
+                break
+        assert time.monotonic() - t0 < 2.0
+        assert all_gone(workers, timeout=0.1)
+        out = execute("print(res.status, res.counts['succeeded'], len(res.read_lines()))")
+        status, ok, lines = out.split()
+        assert status == "Canceled" and 0 < int(ok) < 40 and int(lines) == int(ok), out
+        # the kernel is fine and the run continues where it stopped
+        out = execute("r2 = prs_nb.resume(res.run_dir, progress=False)\n"
+                      "print(r2.status, r2.counts['succeeded'], len(r2.read_lines()), len(set(r2.read_lines())))")
+        assert out.split() == ["Completed", "40", "40", "40"], out
+        assert not worker_children(kernel_pid)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
