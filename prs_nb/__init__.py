@@ -43,19 +43,19 @@ __version__ = "0.1.0"
 BatchRetrySettings = RetrySettings
 
 
+def run_job(spec: JobSpec, **kwargs: Any) -> RunResult:
+    """Run a JobSpec (see :func:`prs_nb.engine.run_job`)."""
+    from prs_nb.engine.run import run_job as _run
+
+    return _run(spec, **kwargs)
+
+
 def resume(run_dir: Any, *, progress: Any = None, backend: str | None = None, listeners: Any = ()) -> RunResult:
     """Continue an interrupted run (see :func:`prs_nb.engine.resume.resume`)."""
     from prs_nb.engine.resume import resume as _resume
 
     result: RunResult = _resume(run_dir, progress=progress, backend=backend, listeners=listeners)
     return result
-
-
-def run_job(spec: JobSpec, **kwargs: Any) -> RunResult:
-    """Run a JobSpec (see :func:`prs_nb.engine.run_job`)."""
-    from prs_nb.engine.run import run_job as _run
-
-    return _run(spec, **kwargs)
 
 
 def __getattr__(name: str) -> Any:
