@@ -122,10 +122,11 @@ class CancelGrabber:
 # ---------------------------------------------------------------- cancel and Ctrl-C
 
 
-def test_cancel_from_another_thread_stops_within_2s_with_partial_counts(workdir):
+@pytest.mark.parametrize("backend", ["local", "inline"])
+def test_cancel_from_another_thread_stops_within_2s_with_partial_counts(workdir, backend):
     path = make_files(workdir, 60)
     grab = CancelGrabber(after_batches=4, reason="Stop button pressed")
-    job = file_job(slow_names, mini_batch_size="1", max_concurrency_per_instance=2)
+    job = file_job(slow_names, mini_batch_size="1", max_concurrency_per_instance=2, backend=backend)
     res = job(data=path).run(progress=False, listeners=[grab])
     ended = time.monotonic()
     grab.thread.join()
@@ -133,7 +134,8 @@ def test_cancel_from_another_thread_stops_within_2s_with_partial_counts(workdir)
     assert "Stop button pressed" in res.reason
     assert ended - grab.pressed_at < 2.0
     ok = res.counts["succeeded"]
-    assert 4 <= ok < 60 and res.counts["not_run"] == 60 - ok - res.counts["failed"]
+    # (listing is lazy: a canceled job counts the mini-batches listed so far)
+    assert 4 <= ok < res.counts["total"] <= 60 and res.counts["not_run"] == res.counts["total"] - ok
     assert len(res.read_lines()) == ok  # what was appended stays, exactly once
     assert set(res.batches["status"]) <= {"Succeeded", "Canceled"}
     # the conftest fixture also fails the test if any worker is left

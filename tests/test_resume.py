@@ -343,3 +343,34 @@ def test_not_a_run_directory(workdir):
     (workdir / "empty").mkdir()
     with pytest.raises(ResumeError, match="holds no saved job"):
         prs_nb.resume(workdir / "empty")
+
+
+def slow_rows(mini_batch):
+    time.sleep(0.05)
+    return mini_batch.assign(y=mini_batch["x"] * 2)
+
+
+@pytest.mark.parametrize("kind", ["dataframe", "csv"])
+def test_resume_tabular_inputs_exactly_once(workdir, kind):
+    import pandas as pd
+
+    df = pd.DataFrame({"x": range(3000)})
+    if kind == "csv":
+        df.to_csv(workdir / "t.csv", index=False)
+        value = str(workdir / "t.csv")
+    else:
+        value = df
+    job = parallel_run_function(name="tab", inputs={"t": Input(type="mltable")}, outputs={"o": Output()},
+                                mini_batch_size="1KB", max_concurrency_per_instance=2,
+                                task=RunFunction(run=slow_rows, append_row_to="${{outputs.o}}"))
+    first = job(t=value).run(progress=False, listeners=[CancelAfter(4)])
+    assert first.status == "Canceled" and first.counts["succeeded"] >= 4
+    res = prs_nb.resume(first.run_dir, progress=False)
+    assert res.status == "Completed", res.summary()
+    out = res.to_pandas()
+    assert sorted(out[0]) == list(range(3000)) and sorted(out[1]) == [2 * x for x in range(3000)]
+    if kind == "csv":
+        with open(workdir / "t.csv", "a") as fh:
+            fh.write("3000\n")  # the table grew: a resume now would mix two inputs
+        with pytest.raises(ResumeError, match="input changed"):
+            prs_nb.resume(first.run_dir, progress=False)

@@ -14,7 +14,7 @@ have been flushed, so the journal never claims rows the output does not hold::
 
 ``offset`` is the size of the append_row output after this mini-batch's rows (0 for summary_only);
 ``fingerprint`` identifies the mini-batch's input (file paths with size and mtime, table slices,
-DataFrame rows), so a resumed run can tell when its input changed; ``crc`` (CRC-32 of the rest of
+which DataFrame rows), so a resumed run can tell when its input changed; ``crc`` (CRC-32 of the rest of
 the line) tells a complete line from one torn by a driver killed mid-write. A torn or damaged
 *last* line is ignored (that mini-batch simply runs again); damage before the last line means the
 file was edited or corrupted, and reading it is refused.
@@ -22,7 +22,6 @@ file was edited or corrupted, and reading it is refused.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import zlib
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ class JournalEntry:
 
 def fingerprint(mb: Any) -> str:
     """A short hash of a mini-batch's input: paths with size and modification time, table slices
-    (with their file's size and mtime), in-memory rows (hashed), and its position. Computed on the
+    (with their file's size and mtime), in-memory rows (which rows), and its position. Computed on the
     driver's hot path, so it is a checksum (CRC-32 + Adler-32), not a cryptographic hash."""
     parts = [f"{mb.index}|{mb.kind}|{mb.items}|{mb.input_name}"]
     source = mb.source
@@ -62,11 +61,11 @@ def fingerprint(mb: Any) -> str:
             parts.append(repr(part))
             parts.append(_file_id(part.path))
         elif hasattr(part, "columns") and hasattr(part, "index"):  # DataFrame rows
-            import pandas as pd
-
-            parts.append(repr(list(part.columns)))
-            parts.append(hashlib.blake2b(pd.util.hash_pandas_object(part, index=True).to_numpy().tobytes(),
-                                         digest_size=8).hexdigest())
+            # the DataFrame itself is saved with the job (job.pkl), so it cannot change between
+            # sessions: which rows the slice holds identifies it, without hashing every value
+            n = len(part)
+            ends = (part.index[0], part.index[n - 1]) if n else ()
+            parts.append(f"{n}|{list(part.columns)!r}|{ends!r}")
         else:
             parts.append(repr(part))
     data = "\n".join(parts).encode()

@@ -200,8 +200,10 @@ class Scheduler:
         self.cancel("KeyboardInterrupt (Ctrl-C or kernel interrupt)")
         if self._interrupts > 1:
             self._hurry = True
+            signal_now = getattr(self.backend, "signal_now", None)
             for w in list(self.workers):
-                self.backend.signal_now(w)
+                if signal_now is not None:
+                    signal_now(w)
             self.cancel("KeyboardInterrupt (Ctrl-C or kernel interrupt)")
 
     # ---------------------------------------------------------------- events
@@ -728,9 +730,10 @@ class Scheduler:
     def _stop_workers(self) -> None:
         """Graceful stop (shutdown()) for idle workers; kill the busy ones (abort/cancel)."""
         stopping = []
+        signal_now = getattr(self.backend, "signal_now", None)
         for w in list(self.workers):
-            if w.inflight or w.state != "ready" or self._hurry:
-                self.backend.signal_now(w)  # all at once: reaping one by one must not add up
+            if (w.inflight or w.state != "ready" or self._hurry) and signal_now is not None:
+                signal_now(w)  # all at once: reaping one by one must not add up
         for w in list(self.workers):
             if w.inflight or w.state != "ready" or self._hurry:
                 if w.inflight:
