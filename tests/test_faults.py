@@ -609,3 +609,23 @@ def test_jupyter_interrupt_cancels_and_the_run_resumes_in_the_same_kernel(workdi
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+class FailingListener:
+    def __init__(self):
+        self.workers = []
+
+    def on_event(self, event):
+        if isinstance(event, ev.WorkerStarted):
+            self.workers.append(psutil.Process(event.pid))
+        if isinstance(event, ev.BatchSucceeded) and event.index == 3:
+            raise RuntimeError("listener bug")
+
+
+def test_an_error_in_the_driver_still_stops_every_worker(workdir):
+    path = make_files(workdir, 30)
+    listener = FailingListener()
+    with pytest.raises(RuntimeError, match="listener bug"):
+        file_job(slow_names, mini_batch_size="1", max_concurrency_per_instance=2)(data=path).run(
+            progress=False, listeners=[listener])
+    assert len(listener.workers) == 2 and all_gone(listener.workers, timeout=0.5)

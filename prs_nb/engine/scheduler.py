@@ -593,9 +593,10 @@ class Scheduler:
             except KeyboardInterrupt:
                 self._interrupts += 1
                 self.cancel("KeyboardInterrupt (Ctrl-C or kernel interrupt)")
-            if self._cancel_reason is not None:
-                self.canceled = True
-            self._stop_all()
+            finally:  # whatever happened (an error while listing, in a listener): no worker outlives this
+                if self._cancel_reason is not None:
+                    self.canceled = True
+                self._stop_all()
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
