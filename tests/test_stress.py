@@ -1,7 +1,8 @@
 """Stress (issue 3, "done when"): 400 mini-batches while a test thread SIGKILLs workers at random
-times, some workers SIGKILL themselves, and the driver itself (a subprocess) is SIGKILLed and resumed
-three times. The output must hold every expected row exactly once and no process may be left
-behind. Part of the normal suite (about 30-60 s); the kill counts are printed and recorded as test
+times, some workers SIGKILL themselves, four run() calls hang (killed at the 1.5 s timeout, or
+sooner by the test thread), and the driver itself (a subprocess) is SIGKILLed and resumed three
+times. The output must hold every expected row exactly once and no process may be left behind.
+Part of the normal suite (about 15-60 s); the kill counts are printed and recorded as test
 properties (``-s`` or ``--junitxml`` shows them)."""
 
 from __future__ import annotations
@@ -38,15 +39,21 @@ DRIVER = textwrap.dedent("""
 
     def run(mini_batch):
         time.sleep(random.uniform(0.01, 0.04))
-        if random.random() < 0.03:  # some workers kill themselves mid-batch
+        r = random.random()
+        if r < 0.03:  # some workers kill themselves mid-batch
             open(os.path.join(MARKS, "selfkill-%d" % os.getpid()), "w").close()
             os.kill(os.getpid(), 9)
+        name = os.path.basename(mini_batch[0])
+        hang = os.path.join(MARKS, "hang-" + name)
+        if name[:3] in ("050", "150", "250", "350") and not os.path.exists(hang):
+            open(hang, "w").close()  # these hang once, until the timeout (or the test thread) kills them
+            time.sleep(60)
         return [os.path.basename(p) + " " + "x" * 100 for p in mini_batch]
 
     if sys.argv[1] == "new":
         job = parallel_run_function(
             name="stress", inputs={"d": Input(type="uri_folder")}, outputs={"o": Output()}, mini_batch_size="1",
-            max_concurrency_per_instance=2, retry_settings={"max_retries": 20, "timeout": 30},
+            max_concurrency_per_instance=2, retry_settings={"max_retries": 20, "timeout": 1.5},
             task=RunFunction(run=run, init=init, append_row_to="${{outputs.o}}"))
         res = job(d=sys.argv[2]).run(progress=False)
     else:
@@ -175,11 +182,13 @@ def test_random_worker_and_driver_kills_lose_and_duplicate_nothing(workdir, reco
             continue
     assert not leftovers, leftovers
     self_kills = len([f for f in os.listdir(marks) if f.startswith("selfkill-")])
+    hangs = len([f for f in os.listdir(marks) if f.startswith("hang-")])
     took = time.monotonic() - t0
     stats = {"mini_batches": N, "workers_sigkilled_by_test": killer.kills, "workers_killed_themselves": self_kills,
+             "run_calls_that_hung": hangs,
              "driver_sigkills_and_resumes": driver_kills, "worker_processes_seen": len(killer.seen),
              "seconds": round(took, 1)}
     for k, v in stats.items():
         record_property(k, v)
     print("\nSTRESS " + json.dumps(stats))
-    assert driver_kills == 3 and killer.kills >= 5 and self_kills >= 1, stats
+    assert driver_kills == 3 and killer.kills >= 5 and self_kills >= 1 and hangs == 4, stats
