@@ -156,6 +156,7 @@ class Scheduler:
         self._preload_done()
         self._cancel_reason: str | None = None
         self._cancel_at = 0.0
+        self._any_ready = False
         self._interrupts = 0
         self._hurry = False  # a second Ctrl-C: kill everything now, no shutdown()
 
@@ -489,6 +490,7 @@ class Scheduler:
     # ---------------------------------------------------------------- worker messages
     def _on_ready(self, h: WorkerHandle, msg: tuple[Any, ...]) -> None:
         h.state = "ready"
+        self._any_ready = True
         self.emit(ev.WorkerReady(h.node_id, h.process_name, h.pid, float(msg[1])))
 
     def _on_init_err(self, h: WorkerHandle, exc_type: str, message: str, tb: str) -> None:
@@ -708,6 +710,19 @@ class Scheduler:
             self._abort("first_task_creation_timeout",
                         f"no mini-batch started within --first_task_creation_timeout {ftc:g}s of the job's start "
                         f"({len(self.init_failures)} init() failure(s); is init() slow or stuck?)")
+            return
+        deadline = self._init_deadline()
+        live = [w for w in self.workers if w.state != "dead"]
+        if (self.backend.name != "inline" and live and not self._any_ready
+                and all(w.state == "starting" for w in live)
+                and now >= min(w.started_at for w in live) + deadline):
+            # contract 6.3: every worker stuck in init() past 3 x timeout + 30 s fails the job for
+            # lack of progress (no point starting more that would hang the same way)
+            self._abort("init", f"no progress: all {len(live)} worker(s) were still in init() after "
+                                f"{deadline:g}s (3 x retry_settings.timeout + {INIT_GRACE_S:g}s); is init() stuck "
+                                "(a download, a lock, a prompt)?")
+            for w in live:
+                self._remove(w, kill=True, reason="killed: init() did not finish in time")
             return
         for w in list(self.workers):
             if w.state == "dead" or self.backend.name == "inline":
