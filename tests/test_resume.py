@@ -179,22 +179,23 @@ DRIVER = textwrap.dedent("""
         return [os.path.basename(p) + " " + "x" * 200 for p in mini_batch]
 
     job = parallel_run_function(name="killed", inputs={"d": Input(type="uri_folder")}, outputs={"o": Output()},
-                                mini_batch_size="1", max_concurrency_per_instance=2,
+                                mini_batch_size="1", max_concurrency_per_instance=2, ordered_output=sys.argv[2] == "1",
                                 task=RunFunction(run=run, append_row_to="${{outputs.o}}"))
     job(d=sys.argv[1]).run(progress=False)
 """)
 
 
-def run_driver_until(workdir, files, min_done):
+def run_driver_until(workdir, files, min_done, ordered=False):
     (workdir / "driver.py").write_text(DRIVER)
     env = os.environ.copy()
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.Popen([sys.executable, "driver.py", files], env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "driver.py", files, "1" if ordered else "0"], env=env,
+                            stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     journal = None
     while time.monotonic() < deadline:
         found = list((workdir / "prs_runs" / "killed").glob("*/journal")) if (workdir / "prs_runs").exists() else []
-        if found and len(read_journal(str(found[0]))) >= min_done:
+        if found and os.path.exists(found[0].parent / "job.pkl") and len(read_journal(str(found[0]))) >= min_done:
             journal = found[0]
             break
         time.sleep(0.02)
@@ -205,9 +206,10 @@ def run_driver_until(workdir, files, min_done):
     return str(journal.parent), workers
 
 
-def test_resume_after_driver_sigkill_truncates_torn_output_and_journal(workdir):
+@pytest.mark.parametrize("ordered", [False, True])
+def test_resume_after_driver_sigkill_truncates_torn_output_and_journal(workdir, ordered):
     files = make_files(workdir, 120)
-    run_dir, workers = run_driver_until(workdir, files, 20)
+    run_dir, workers = run_driver_until(workdir, files, 20, ordered)
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
                                               for p in workers):
@@ -225,10 +227,19 @@ def test_resume_after_driver_sigkill_truncates_torn_output_and_journal(workdir):
     assert res.status == "Completed", res.summary()
     rows = [ln.split()[0] for ln in res.read_lines()]
     assert sorted(rows) == expected(120) and len(rows) == 120  # every row once, the torn one gone
+    if ordered:
+        assert rows == expected(120)  # the journal covers an ordered prefix: the resumed run continues it
     assert res.counts["succeeded"] == 120
     after = read_journal(os.path.join(run_dir, "journal"))
     assert sorted(after) == list(range(120))
     assert not os.path.exists(os.path.join(run_dir, "lock"))
+
+
+def test_resume_after_driver_sigkill_before_any_mini_batch_finished(workdir):
+    files = make_files(workdir, 30)
+    run_dir, _ = run_driver_until(workdir, files, 0)
+    res = prs_nb.resume(run_dir, progress=False)
+    assert res.status == "Completed" and sorted(ln.split()[0] for ln in res.read_lines()) == expected(30)
 
 
 # ---------------------------------------------------------------- refusals
