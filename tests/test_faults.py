@@ -146,8 +146,14 @@ def test_cancel_twice_and_after_the_end_is_harmless(workdir):
     grab = CancelGrabber(after_batches=10**6, reason="unused")
     res = file_job(names, mini_batch_size="1")(data=path).run(progress=False, listeners=[grab])
     assert res.status == "Completed"
+    # the run's file descriptors are closed and their numbers reused by new files: a late cancel()
+    # (a Stop button pressed after the end) must not write into any of them
+    files = [open(workdir / f"f{i}", "wb") for i in range(20)]
     grab.cancel("late")
     grab.cancel("later")  # the run is over: nothing happens, nothing raises
+    for fh in files:
+        fh.close()
+    assert all((workdir / f"f{i}").stat().st_size == 0 for i in range(20))
 
 
 DRIVER = textwrap.dedent("""

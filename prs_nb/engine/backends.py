@@ -215,12 +215,17 @@ class LocalBackend:
 
     def wakeup(self) -> None:
         """End the current (or next) wait() early. Safe from any thread and from a signal handler."""
+        fd = self._wake_w
+        if fd < 0:
+            return  # closed: the fd number may already belong to another file (an output!)
         try:
-            os.write(self._wake_w, b"!")
+            os.write(fd, b"!")
         except (BlockingIOError, OSError):
-            pass  # the pipe is full (a wakeup is pending anyway) or the backend is closed
+            pass  # the pipe is full: a wakeup is pending anyway
 
     def _drain_wakeups(self) -> None:
+        if self._wake_r < 0:
+            return
         try:
             while os.read(self._wake_r, 4096):
                 pass
@@ -238,7 +243,9 @@ class LocalBackend:
 
     def close(self) -> None:
         self._sel.close()
-        for fd in (self._wake_r, self._wake_w):
+        fds = (self._wake_r, self._wake_w)
+        self._wake_r = self._wake_w = -1  # before closing: a late cancel() must not write to a reused fd
+        for fd in fds:
             try:
                 os.close(fd)
             except OSError:
