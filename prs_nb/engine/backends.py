@@ -16,6 +16,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from multiprocessing.connection import Connection
@@ -73,6 +74,7 @@ class LocalBackend:
         # one persistent epoll set: registering every fd on every wait() costs more than the work
         self._sel = selectors.DefaultSelector()
         # wakeup(): another thread (a Stop button) or a signal handler ends a wait() at once
+        self._wake_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -215,13 +217,17 @@ class LocalBackend:
 
     def wakeup(self) -> None:
         """End the current (or next) wait() early. Safe from any thread and from a signal handler."""
-        fd = self._wake_w
-        if fd < 0:
-            return  # closed: the fd number may already belong to another file (an output!)
+        # Never blocks (a signal handler may interrupt close() in this very thread): if close() holds
+        # the lock, the backend is closing and nothing waits any more.
+        if not self._wake_lock.acquire(blocking=False):
+            return
         try:
-            os.write(fd, b"!")
+            if self._wake_w >= 0:  # closed: the fd number may already belong to another file (an output!)
+                os.write(self._wake_w, b"!")
         except (BlockingIOError, OSError):
             pass  # the pipe is full: a wakeup is pending anyway
+        finally:
+            self._wake_lock.release()
 
     def _drain_wakeups(self) -> None:
         if self._wake_r < 0:
@@ -243,8 +249,9 @@ class LocalBackend:
 
     def close(self) -> None:
         self._sel.close()
-        fds = (self._wake_r, self._wake_w)
-        self._wake_r = self._wake_w = -1  # before closing: a late cancel() must not write to a reused fd
+        with self._wake_lock:
+            fds = (self._wake_r, self._wake_w)
+            self._wake_r = self._wake_w = -1  # before closing: a late cancel() must not write to a reused fd
         for fd in fds:
             try:
                 os.close(fd)
