@@ -661,3 +661,57 @@ def test_an_error_in_the_driver_still_stops_every_worker(workdir):
         file_job(slow_names, mini_batch_size="1", max_concurrency_per_instance=2)(data=path).run(
             progress=False, listeners=[listener])
     assert len(listener.workers) == 2 and all_gone(listener.workers, timeout=0.5)
+
+
+# ---------------------------------------------------------------- what user code started dies with its worker
+
+
+def _spawn_child(tag):
+    child = subprocess.Popen(["sleep", "60"])
+    with open(os.path.join(os.environ["MARK_DIR"], f"{tag}-{child.pid}"), "w") as fh:
+        fh.write("1")
+
+
+def spawn_then_fail(mini_batch):
+    if any(p.endswith("001.txt") for p in mini_batch):
+        _spawn_child("run")
+        how = os.environ["HOW"]
+        if how == "hang":
+            time.sleep(60)
+        elif how == "exit":
+            os._exit(3)
+    return names(mini_batch)
+
+
+def init_spawns_a_server():
+    _spawn_child("init")
+
+
+def child_pids(marks):
+    return [int(f.split("-")[1]) for f in os.listdir(marks)]
+
+
+@pytest.mark.parametrize("how", ["hang", "exit"])
+def test_processes_started_by_run_die_with_a_killed_or_crashed_worker(workdir, how):
+    marks = workdir / "marks"
+    marks.mkdir()
+    path = make_files(workdir, 3)
+    res = file_job(spawn_then_fail, mini_batch_size="1", max_concurrency_per_instance=1,
+                   retry_settings={"max_retries": 0, "timeout": 1},
+                   environment_variables={"MARK_DIR": str(marks), "HOW": how})(data=path).run(progress=False)
+    assert res.counts["failed"] == 1
+    pids = child_pids(marks)
+    assert len(pids) == 1
+    assert all_gone([psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)], timeout=1.0)
+
+
+def test_processes_started_in_init_die_at_the_end_of_the_job(workdir):
+    marks = workdir / "marks"
+    marks.mkdir()
+    path = make_files(workdir, 8)
+    res = file_job(slow_names, init=init_spawns_a_server, mini_batch_size="1", max_concurrency_per_instance=2,
+                   environment_variables={"MARK_DIR": str(marks)})(data=path).run(progress=False)
+    assert res.status == "Completed"
+    pids = child_pids(marks)
+    assert len(pids) == 2
+    assert all_gone([psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)], timeout=1.0)

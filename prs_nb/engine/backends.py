@@ -95,6 +95,9 @@ class LocalBackend:
                 env=self._env,
                 stdin=subprocess.DEVNULL,
                 close_fds=True,
+                # its own process group: killing a worker (timeout, crash, cancel) also kills the
+                # processes its user code started, so none is left behind
+                start_new_session=True,
             )
         finally:
             down_child.close()
@@ -197,23 +200,36 @@ class LocalBackend:
         proc = handle.proc
         if proc is None:
             return None
+        if handle.pidfd is not None:
+            # wait for the exit without reaping: the zombie keeps its pid (and so its process group
+            # id) from being reused while what the worker started is killed with it
+            if not select.select([handle.pidfd], [], [], 5)[0]:
+                self._kill_group(handle)
+            self._kill_group(handle)
         try:
             code = proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
+        if handle.pidfd is None:
+            self._kill_group(handle)  # no pidfd (old kernel): the group, just after the worker
         self._close(handle)
         handle.exit_code = code
         return code
 
     def kill(self, handle: WorkerHandle) -> int | None:
         proc = handle.proc
-        if proc is not None and proc.poll() is None:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if proc is not None and proc.returncode is None:
+            self._kill_group(handle)
         return self.reap(handle)
+
+    @staticmethod
+    def _kill_group(handle: WorkerHandle) -> None:
+        """SIGKILL the worker and every process of its group (what its user code started)."""
+        try:
+            os.killpg(handle.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is empty already
 
     def wakeup(self) -> None:
         """End the current (or next) wait() early. Safe from any thread and from a signal handler."""
@@ -242,10 +258,7 @@ class LocalBackend:
         """SIGKILL without waiting (from a signal handler: a second Ctrl-C); reaped later by kill()."""
         proc = handle.proc
         if proc is not None and proc.returncode is None:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except (ProcessLookupError, OSError):
-                pass
+            self._kill_group(handle)
 
     def close(self) -> None:
         self._sel.close()
