@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from prs_nb.errors import ConfigError
-from prs_nb.spec import JobSpec, Output, RunFunction
+from prs_nb.spec import JobSpec, RunFunction
 from prs_nb.yaml_io import component_name
 
 PARALLEL_SCHEMA = "https://azuremlschemas.azureedge.net/latest/parallelComponent.schema.json"
@@ -400,5 +400,13 @@ def job_to_yaml(spec: JobSpec, path: str | os.PathLike[str], *, code_dir: str | 
     return text
 
 
-def output_port(port: Output) -> dict[str, Any]:
-    return port_dict(port)
+def job_text(spec: JobSpec, *, base_dir: str | None = None) -> str:
+    """What :func:`job_to_yaml` would write to a file in ``base_dir`` (default: the working directory),
+    without writing anything: the task's own code folder and environment are used as they are."""
+    if spec.task.uses_functions:
+        raise ConfigError("a job of notebook functions exports with a path, e.g. job.to_yaml('score.yml'): its "
+                          "entry script is written next to it")
+    base = os.path.abspath(base_dir or os.getcwd())
+    bound = is_bound(spec)
+    comp = component_dict(spec, yaml_dir=base, base_dir=base, node_level_in_extension=not bound)
+    return dump_yaml(pipeline_dict(spec, comp, yaml_dir=base, base_dir=base) if bound else comp)
