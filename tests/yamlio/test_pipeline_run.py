@@ -276,3 +276,32 @@ def test_no_process_left_after_pipeline(tmp_path: Path) -> None:
     prs_nb.load(_write(tmp_path, _pipeline(jobs))).run()
     assert {p.pid for p in psutil.Process().children(recursive=True)} - before == set()
     assert os.getcwd()  # nothing changed the working directory
+
+
+def test_bind_sets_pipeline_inputs_and_outputs(tmp_path: Path) -> None:
+    text = textwrap.dedent("""
+    type: pipeline
+    inputs:
+      n: 3
+      d: {type: uri_folder, path: ./a}
+    outputs:
+      o: {type: uri_folder}
+    jobs:
+      c:
+        type: command
+        command: ls ${{inputs.d}} > ${{outputs.out}}/ls.txt && echo ${{inputs.n}} >> ${{outputs.out}}/ls.txt
+        inputs: {n: "${{parent.inputs.n}}", d: "${{parent.inputs.d}}"}
+        outputs: {out: "${{parent.outputs.o}}"}
+    """)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "file_b").write_text("")
+    pj = prs_nb.load(_write(tmp_path, text))
+    bound = pj.bind({"n": "7", "d": "b"}, {"o": "res"}, base_dir=str(tmp_path))
+    assert bound.inputs["n"].default == 7 and bound.inputs["d"].path == str(tmp_path / "b")
+    result = bound.run()
+    assert result.status == "Completed", result.summary()
+    assert (tmp_path / "res" / "ls.txt").read_text() == "file_b\n7\n"
+    with pytest.raises(prs_nb.ConfigError, match="no input 'x'; its inputs: n, d"):
+        pj.bind({"x": 1})
+    with pytest.raises(prs_nb.ConfigError, match="'n' is a integer"):
+        pj.bind({"n": "seven"})
