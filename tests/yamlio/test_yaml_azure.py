@@ -157,6 +157,16 @@ def test_function_job_exports_pass_azure_validation(azure: Any, tmp_path: Path) 
     job(data=str(tmp_path / "data"), out=str(tmp_path / "o.txt")).to_yaml(tmp_path / "pipe.yml")
     pipe = azure_load(azure, str(tmp_path / "pipe.yml"), "job")
     assert dict(pipe.jobs["score_functions"].environment_variables) == {"OFFSET": "100"}
+    # a DataFrame input: written as an MLTable folder, bound in direct mode
+    import pandas as pd
+    from test_yaml_export_functions import add_total
+
+    tab = prs_nb.parallel_run_function(name="tab", inputs=dict(t=prs_nb.Input(type="mltable")),
+                                       task=prs_nb.RunFunction(run=add_total))
+    tab(t=pd.DataFrame({"key": ["a"], "a": [1], "b": [2]})).to_yaml(tmp_path / "tab.yml")
+    tab_job = azure_load(azure, str(tmp_path / "tab.yml"), "job")
+    t_in = tab_job.inputs["t"]._data
+    assert (t_in.type, t_in.mode) == ("mltable", "direct") and t_in.path.endswith("tab_data/t")
 
 
 @pytest.mark.parametrize("changes, key", [(c[0], c[1]) for c in CASES[:_AZ]],
