@@ -6,6 +6,7 @@ is missing. It is imported once per module (the import takes about two seconds).
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import os
@@ -27,6 +28,7 @@ from prs_nb.spec import JobSpec
 from prs_nb.yamlio.export import is_bound, job_to_yaml
 
 ROOT = tempfile.mkdtemp(prefix="prs_nb_yaml_az_")
+atexit.register(shutil.rmtree, ROOT, True)  # hypothesis examples share one folder per module
 os.makedirs(os.path.join(ROOT, "src"), exist_ok=True)
 with open(os.path.join(ROOT, "src", "score.py"), "w") as _fh:
     _fh.write("def run(mini_batch):\n    return mini_batch\n")
