@@ -34,6 +34,7 @@ PIPELINE_SCHEMA = "https://azuremlschemas.azureedge.net/latest/pipelineJob.schem
 EXTENSION_KEY = "prs_nb"
 # written as the pipeline's settings.default_compute (Azure requires one; edit it to your cluster)
 DEFAULT_COMPUTE = "azureml:cpu-cluster"
+RESOURCE_KEYS_IN_PROPERTIES = ("max_instance_count", "locations")
 _LOCAL_DEFAULTS: dict[str, Any] = {
     "backend": "local", "runs_root": "prs_runs", "ordered_output": False, "allowed_failed_percent": 100.0,
     "append_row_file_name": None, "output_action": None, "api": "v2",
@@ -151,12 +152,16 @@ def component_dict(spec: JobSpec, *, yaml_dir: str, base_dir: str, task: Mapping
     res: dict[str, Any] = {"instance_count": r.instance_count}
     if r.instance_type is not None:
         res["instance_type"] = r.instance_type
-    if r.properties:
-        res["properties"] = dict(r.properties)
+    props = dict(r.properties or {})
+    # Azure resource keys JobSpec's Resources keeps among its properties: written back in their place
+    lifted = {k: props.pop(k) for k in RESOURCE_KEYS_IN_PROPERTIES if k in props}
+    if props:
+        res["properties"] = props
     if r.shm_size is not None:
         res["shm_size"] = r.shm_size
     if r.docker_args is not None:
         res["docker_args"] = list(r.docker_args) if isinstance(r.docker_args, (list, tuple)) else r.docker_args
+    res.update(lifted)
     d["resources"] = res
     if spec.max_concurrency_per_instance is not None:
         d["max_concurrency_per_instance"] = spec.max_concurrency_per_instance

@@ -204,3 +204,13 @@ def test_literal_inputs_with_defaults_and_optional_segments(tmp_path: Path) -> N
     assert resolve_program_arguments(spec, str(tmp_path), {"out": "/o"}) == ["--k", "2"]
     bound = job(opt="x", k=5).spec
     assert resolve_program_arguments(bound, str(tmp_path), {"out": "/o"}) == ["--k", "5", "--opt", "x"]
+
+
+def test_every_resources_key_survives_a_reexport(tmp_path: Path) -> None:
+    res = {"instance_count": 2, "instance_type": "Standard_NC6", "shm_size": "8g", "docker_args": "--ipc=host",
+           "max_instance_count": 4, "locations": ["westeurope"], "properties": {"p": "q"}}
+    job = prs_nb.load(_write(tmp_path, {"resources": res}))
+    out = tmp_path / "again" / "c.yml"
+    job.to_yaml(out)
+    assert yaml.safe_load(out.read_text())["resources"] == res
+    assert prs_nb.load(out).spec == job.spec
