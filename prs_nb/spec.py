@@ -426,13 +426,18 @@ class EffectiveSettings:
     instance_count: int
     explicit_mini_batch_size: int | None
     partitions_override_size: bool
+    #: what the user called the failed-mini-batch limit: v1 and ``--allowed_failed_count`` say
+    #: allowed_failed_count, v2 says mini_batch_error_threshold (the result names the user's knob)
+    mini_batch_limit_name: str = "mini_batch_error_threshold"
 
     @classmethod
     def from_spec(cls, spec: JobSpec) -> EffectiveSettings:
         args = _prs_arguments(spec.task.program_arguments or "")
         mbe = spec.mini_batch_error_threshold
+        mbe_name = "allowed_failed_count" if spec.api == "v1" else "mini_batch_error_threshold"
         if "allowed_failed_count" in args:
             mbe = _arg_int(args, "allowed_failed_count", minimum=-1)
+            mbe_name = "allowed_failed_count"
         err = _arg_int(args, "error_threshold", minimum=-1) if "error_threshold" in args else spec.error_threshold
         pct = spec.allowed_failed_percent
         if "allowed_failed_percent" in args:
@@ -464,6 +469,7 @@ class EffectiveSettings:
             instance_count=spec.resources.instance_count,
             explicit_mini_batch_size=None if spec.partition_keys else size,
             partitions_override_size=bool(spec.partition_keys) and size is not None,
+            mini_batch_limit_name=mbe_name,
         )
 
 
