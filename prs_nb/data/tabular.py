@@ -339,7 +339,15 @@ class TablePlanner:
                 f"{self.where}: cannot decode the first line of {path} as {self.opts.encoding} ({exc.reason} at "
                 f"byte {exc.start}); set the encoding (an MLTable read_delimited encoding) or re-save the file as UTF-8"
             ) from exc
-        fields = _split_fields(text, sep or ",")
+        try:
+            fields = _split_fields(text, sep or ",")
+        except csv.Error as exc:
+            cr = " It holds a carriage return (\\r) inside the line: convert old Mac (CR-only) line endings to \\n." \
+                if "\r" in text else ""
+            raise InputDataError(
+                f"{self.where}: cannot read the header line of {path}: {exc} (got {text[:80]!r}).{cr} "
+                "Quote field names that hold the separator or line breaks, or fix the header"
+            ) from exc
         if mode == "no_header":
             return start, tuple(f"Column{i + 1}" for i in range(len(fields)))
         columns = _pandas_names(fields)
