@@ -643,8 +643,14 @@ class ParallelRunConfig:
         ``workspace`` is ignored locally and may be None. The environment becomes its name and the
         compute target its name; keys this version does not know are ignored, as v1 does.
         """
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = yaml.safe_load(f)  # safe: a !!python/... tag is an error, never code
+        except OSError as exc:
+            raise ConfigError(f"cannot read {os.fspath(path)!r}: {exc.strerror or exc}") from exc
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{os.fspath(path)} is not a valid ParallelRunConfig YAML file (YAML read with the "
+                              f"safe loader, so Python tags are refused): {exc}") from exc
         if not isinstance(doc, Mapping) or not isinstance(doc.get("parallel_run_config"), Mapping):
             raise ConfigError(f"{os.fspath(path)}: expected a top-level 'parallel_run_config:' mapping "
                               f"(as written by save_to_yaml)")
