@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from prs_nb.data.base import FILES, RANK, TABULAR, MiniBatch, TableSlice
+from prs_nb.data.base import FILES, RANK, TABULAR, MiniBatch, TableSlice, UnreadableFile
 from prs_nb.errors import InputDataError
 
 if TYPE_CHECKING:
@@ -50,6 +50,8 @@ def read_mini_batch(mb: MiniBatch) -> list[str] | pd.DataFrame:
     where = f"mini-batch {mb.index} of input {mb.input_name!r}"
     if isinstance(src, pd.DataFrame):
         return src
+    if isinstance(src, UnreadableFile):
+        raise InputDataError(src.message)
     if isinstance(src, TableSlice):
         df = read_slice(src, where=where)
         lb = mb.global_row_index_lower_bound
