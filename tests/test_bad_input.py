@@ -486,3 +486,36 @@ def test_missing_code_and_data(workdir, setup, exc_type, words):
     with pytest.raises(exc_type) as info:
         job(d=bind).run(progress=False)
     assert_clear(info.value, *words)
+
+
+# ------------------------------------------------------------------------------------ parallel_run_step.settings.json
+CSV_ARGS = ["sep", "index", "header", "na_rep", "float_format", "quoting", "quotechar", "lineterminator",
+            "date_format", "doublequote", "escapechar", "decimal", "encoding", "not_an_argument"]
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False),
+                                     st.text(max_size=3), st.sampled_from([",", ";", "\t", "%.2f", "utf-8", "|"])),
+                           lambda c: st.lists(c, max_size=2), max_leaves=3)
+settings_docs = st.one_of(
+    st.dictionaries(st.sampled_from(CSV_ARGS), json_values, max_size=3).map(
+        lambda kw: {"append_row": {"pandas.DataFrame.to_csv": kw}}),
+    json_values, st.dictionaries(st.sampled_from(["append_row", "x"]), json_values, max_size=2),
+)
+
+
+@PARSING
+@given(settings_docs)
+def test_append_row_settings_json(tmp_path_factory, doc):
+    """A bad settings file is a ConfigError before the job starts, not a failure of every mini-batch."""
+    import json
+
+    from prs_nb.outputs import RowFormatter, load_settings_json
+
+    code = tmp_path_factory.mktemp("settings")
+    (code / "parallel_run_step.settings.json").write_text(json.dumps(doc))
+    try:
+        kwargs = load_settings_json(str(code))
+    except BaseException as exc:  # noqa: BLE001
+        assert_clear(exc, "parallel_run_step.settings.json")
+        assert isinstance(exc, ConfigError)
+        return
+    count, text, _header = RowFormatter(True, False, kwargs).format(pd.DataFrame({"a": [1.5, 2.0], "b": ["x", "y"]}))
+    assert count == 2 and isinstance(text, str)
