@@ -42,14 +42,14 @@ from prs_nb import Input, Output, RunFunction, parallel_run_function
 from prs_nb.v1 import Dataset, ParallelRunConfig, ParallelRunStep
 
 ENTRY_FILE = conformance_entry.__file__
-DEFAULT_PER = {"files": 2, "csv": 3, "parquet": 3, "rank": 0}
+DEFAULT_PER = {"files": 2, "csv": 3, "parquet": 3, "jsonl": 2, "frame": 2, "rank": 0}
 
 
 @dataclass(frozen=True)
 class Row:
     id: str
     surface: str  # v2fn | v2script | v1
-    data: str  # files | csv | parquet | rank
+    data: str  # files | csv | parquet | jsonl (one file per mini-batch) | frame (in-memory, partition_keys) | rank
     kinds: tuple[str, ...]
     status: str
     succeeded: int | None  # None: not fixed by the contract (the job stopped while others ran)
@@ -240,6 +240,19 @@ TABLE = [
       data="parquet", max_retries=2),
     R("parquet_dict_mbe0", "ok dict ok ok", "Failed", None, 1, 3, "? 3 ? ?", MBE, cite="4.4 types",
       data="parquet", mini_batch_error_threshold=0),
+    # ---- tabular: JSON Lines files, and an in-memory DataFrame split by partition_keys (5.4) -----------
+    R("jsonl_raise_et2_equal", "ok raise ok", "Completed", 2, 1, 2, "1 3 1", cite="6.1 strictly >", data="jsonl",
+      error_threshold=2),
+    R("jsonl_short1_et0", "ok ok short1", "Failed", None, 0, 1, "? ? 1", ET, cite="4.4 rows", data="jsonl",
+      error_threshold=0),
+    R("frame_partitions_none_mbe0", "ok none ok ok", "Failed", None, 1, 2, "? 3 ? ?", MBE, cite="5.4; 4.4 None",
+      data="frame", mini_batch_error_threshold=0),
+    R("frame_partitions_flaky1_short1", "flaky1 short1 ok ok", "Completed", 4, 0, 1, "2 1 1 1", cite="5.4; 6.2; 4.4",
+      data="frame"),
+    R("frame_partitions_pct25_equal", "ok ok ok int", "Completed", 3, 1, 2, "1 1 1 1", cite="6.1 strictly >",
+      data="frame", allowed_failed_percent=25, max_retries=0),
+    R("v1_frame_partitions_run_max_try2_flaky2", "ok flaky2 ok", "Completed", 2, 1, 2, "1 2 1", cite="6.2 total tries",
+      surface="v1", data="frame", run_max_try=2),
     # ---- v1 tabular ------------------------------------------------------------------------------------
     R("v1_csv_raise_et3_equal", "ok raise ok ok", "Completed", 3, 1, 3, "1 3 1 1", cite="6.1", surface="v1",
       data="csv", error_threshold=3),
@@ -253,9 +266,13 @@ TABLE = [
 
 
 # ------------------------------------------------------------------------------------------- building
-def make_data(root: str, row: Row) -> str | None:
+def make_data(root: str, row: Row) -> Any:
     if row.data == "rank":
         return None
+    if row.data == "frame":  # partition_keys=["batch"]: one mini-batch per batch value, in order
+        return pd.DataFrame({"batch": [b for b in range(len(row.kinds)) for _ in range(row.per)],
+                             "kind": [k for k in row.kinds for _ in range(row.per)],
+                             "x": list(range(len(row.kinds) * row.per))})
     d = os.path.join(root, "in")
     os.makedirs(d)
     for b, kind in enumerate(row.kinds):
@@ -267,6 +284,8 @@ def make_data(root: str, row: Row) -> str | None:
         df = pd.DataFrame({"batch": [b] * row.per, "kind": [kind] * row.per, "x": range(row.per)})
         if row.data == "csv":
             df.to_csv(os.path.join(d, f"{b:03d}.csv"), index=False)
+        elif row.data == "jsonl":
+            df.to_json(os.path.join(d, f"{b:03d}.jsonl"), orient="records", lines=True)
         else:
             df.to_parquet(os.path.join(d, f"{b:03d}.parquet"), index=False)
     return d
@@ -286,6 +305,8 @@ def run_v2(row: Row, backend: str, root: str, data: str | None, markers: str) ->
     else:
         task = RunFunction(run=conformance_entry.run, append_row_to="${{outputs.out}}", program_arguments=args)
     inputs = {} if data is None else {"data": Input(type="uri_folder" if row.data == "files" else "mltable")}
+    if row.data == "frame":
+        s["partition_keys"] = ["batch"]
     job = parallel_run_function(
         name=f"conf_{row.id}", inputs=inputs, outputs={"out": Output()},
         mini_batch_size=str(row.per) if row.data == "files" else None, max_concurrency_per_instance=2,
@@ -303,12 +324,15 @@ def run_v1(row: Row, backend: str, root: str, data: str | None, markers: str) ->
         environment=None, entry_script="score.py", source_directory=code,
         error_threshold=s.pop("error_threshold", -1), output_action="append_row", compute_target="local",
         node_count=1, process_count_per_node=2, mini_batch_size=str(row.per) if row.data == "files" else None,
+        partition_keys=["batch"] if row.data == "frame" else None,
         environment_variables={"CONF_MARKERS": markers}, **{k: v for k, v in s.items() if k != "args"},
     )
     if data is None:
         inputs = []
     elif row.data == "files":
         inputs = [Dataset.File.from_files(data).as_named_input("data")]
+    elif row.data == "frame":
+        inputs = [data]
     elif row.data == "csv":
         inputs = [Dataset.Tabular.from_delimited_files(data).as_named_input("data")]
     else:
@@ -371,10 +395,10 @@ def test_row(workdir, backend, row):
 
 def test_table_size_and_coverage():
     """The table keeps covering every surface, input kind and limit (guards against rows being dropped)."""
-    assert len(TABLE) >= 80
+    assert len(TABLE) >= 90
     assert len({r.id for r in TABLE}) == len(TABLE)
     assert {r.surface for r in TABLE} == {"v2fn", "v2script", "v1"}
-    assert {r.data for r in TABLE} == {"files", "csv", "parquet", "rank"}
+    assert {r.data for r in TABLE} == {"files", "csv", "parquet", "jsonl", "frame", "rank"}
     assert {r.limit for r in TABLE} == {None, ET, MBE, AFC, PCT}
     kinds = {k for r in TABLE for k in r.kinds}
     assert {"raise", "short1", "empty", "longer", "none", "int", "str", "dict", "ndarray", "tuple", "frame",
