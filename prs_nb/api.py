@@ -182,6 +182,9 @@ class ParallelJob:
                 path = value.path if isinstance(value, Output) else value
                 if path is None:
                     continue
+                if not isinstance(path, (str, os.PathLike)):
+                    raise ConfigError(f"output {key!r} must be bound to a path or an Output(path=...) "
+                                      f"(got {type(path).__name__} {path!r})")
                 out_bindings[key] = os.fspath(path)
             elif key in spec.inputs:
                 bindings[key] = value

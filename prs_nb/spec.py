@@ -78,6 +78,37 @@ def check_environment_variables(value: Any, what: str = "environment_variables")
     return env
 
 
+def _check_literal(value: Any, kind: str, where: str) -> None:
+    """A value bound to a literal input (string, integer, number, boolean) must be one of those."""
+    if isinstance(value, Input):
+        value = value.path if value.path is not None else value.default
+    if value is None:  # unbound (an optional input, or the port's default applies)
+        return
+    ok = {
+        "integer": (isinstance(value, int) and not isinstance(value, bool))
+        or (isinstance(value, str) and value.strip().lstrip("+-").isdigit()),
+        "number": (isinstance(value, (int, float)) and not isinstance(value, bool)) or (isinstance(value, str)
+                                                                                       and _is_number_text(value)),
+        "boolean": isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false")),
+        "string": isinstance(value, (str, int, float, bool)),
+    }.get(kind, True)
+    if not ok or (isinstance(value, str) and "\0" in value):
+        article = "an" if kind == "integer" else "a"
+        raise ConfigError(f"{where} is {article} {kind} input; bind {article} {kind} value, e.g. "
+                          f"{_LITERAL_EXAMPLES.get(kind, 'text')} (got {type(value).__name__} {value!r})")
+
+
+_LITERAL_EXAMPLES = {"integer": "5 or '5'", "number": "0.5", "boolean": "True", "string": "'text'"}
+
+
+def _is_number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _encodable(text: str) -> bool:
     try:
         os.fsencode(text)
@@ -474,9 +505,12 @@ class JobSpec:
                     f"program_arguments refers to {ref_kind}.{ref_name}, which is not declared; declared {ref_kind}: "
                     f"{', '.join(ports) or '(none)'}"
                 )
-        for key in self.bindings:
+        for key, value in self.bindings.items():
             if self.inputs and key not in self.inputs:
                 raise ConfigError(f"unknown input {key!r}; declared inputs: {', '.join(self.inputs)}")
+            in_port = self.inputs.get(key)
+            if in_port is not None and in_port.is_literal:
+                _check_literal(value, in_port.type, f"input {key!r}")
         for key in self.output_bindings:
             if key not in self.outputs:
                 raise ConfigError(f"unknown output {key!r}; declared outputs: {', '.join(self.outputs) or '(none)'}")

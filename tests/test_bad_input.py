@@ -519,3 +519,31 @@ def test_append_row_settings_json(tmp_path_factory, doc):
         return
     count, text, _header = RowFormatter(True, False, kwargs).format(pd.DataFrame({"a": [1.5, 2.0], "b": ["x", "y"]}))
     assert count == 2 and isinstance(text, str)
+
+
+# ------------------------------------------------------------------------------------ bound values
+bind_values = st.one_of(weird, st.sampled_from(["in", "in/*.txt", "file://in", "azureml://x/y", "5", "0.5", "true"]),
+                        st.builds(lambda p: Input(type="uri_folder", path=p), st.one_of(st.just("in"), weird)),
+                        st.just(Output(path="out2")))
+
+
+@settings(max_examples=25)
+@given(st.sampled_from(["d", "n", "x", "flag", "o"]), bind_values)
+def test_bound_values(tmp_path_factory, key, value):
+    """Binding anything to any port: a run (the literal reaches sys.argv) or a ConfigError/InputDataError."""
+    base = tmp_path_factory.mktemp("bind")
+    (base / "in").mkdir()
+    (base / "in" / "a.txt").write_text("x")
+    job = parallel_run_function(
+        name="bind", inputs={"d": Input(type="uri_folder"), "n": Input(type="integer", default=1),
+                             "x": Input(type="number", default=0.5), "flag": Input(type="boolean", default=True)},
+        outputs={"o": Output()}, backend="inline", runs_root=str(base / "runs"),
+        task=RunFunction(run=lambda mb: mb, append_row_to="${{outputs.o}}",
+                         program_arguments="--n ${{inputs.n}} --x ${{inputs.x}} --flag ${{inputs.flag}}"))
+    try:
+        res = job(d=str(base / "in"))(**{key: value}).run(progress=False, base_dir=str(base))
+    except BaseException as exc:  # noqa: BLE001
+        assert_clear(exc)
+        assert isinstance(exc, (ConfigError, InputDataError))
+        return
+    assert res.status == "Completed", res.summary()
