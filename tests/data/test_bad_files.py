@@ -12,8 +12,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
 import shutil
+import signal
 import tempfile
+import time
 
 import pandas as pd
 import pytest
@@ -274,13 +277,20 @@ def _read_as_nobody(typ: str, path: str) -> str:
             os._exit(0)
     os.close(w)
     chunks = []
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(r)
-    os.waitpid(pid, 0)
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            ready, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:  # a child stuck on a lock inherited from a parent thread: fail, don't hang
+                os.kill(pid, signal.SIGKILL)
+                return "TIMEOUT"
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
     return b"".join(chunks).decode()
 
 
