@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from typing import Any
 
 from prs_nb.errors import ConfigError
@@ -74,8 +75,8 @@ class RowFormatter:
             if not result:
                 return 0, "", None
             return len(result), "\n".join(map(str, result)) + "\n", None
-        mod = type(result).__module__
-        if mod.startswith("pandas") and type(result).__name__ == "DataFrame":
+        pd = sys.modules.get("pandas")  # a DataFrame can only exist if pandas was imported
+        if pd is not None and isinstance(result, pd.DataFrame):  # subclasses are DataFrames too
             n = len(result)
             if not self.append_row or n == 0:
                 return n, "", self._header(result) if self.append_row else None

@@ -25,7 +25,7 @@ def kind_and_key(mini_batch):
 
 def returned(kind: str, n: int) -> int | None:
     """How many results run() returns for an n-item mini-batch of this kind (None: not a valid result)."""
-    if kind in ("ok", "tuple", "frame") or kind.startswith("flaky"):
+    if kind in ("ok", "tuple", "frame", "framesub") or kind.startswith("flaky"):
         return n
     if kind.startswith("short"):
         return max(0, n - int(kind[5:]))
@@ -72,6 +72,13 @@ def run(mini_batch):
         import pandas
 
         return pandas.DataFrame({"key": rows})
+    if kind == "framesub":  # a DataFrame subclass (as geopandas and others return) is a DataFrame
+        import pandas
+
+        class Frame(pandas.DataFrame):
+            pass
+
+        return Frame({"key": rows})
     if kind == "longer":
         return rows + rows
     if kind == "empty":

@@ -154,6 +154,10 @@ TABLE = [
     R("tuple_ok", "tuple tuple ok ok ok", "Completed", 5, 0, 0, "1 1 1 1 1", cite="4.4 tuple", error_threshold=0),
     R("dataframe_ok_for_files", "frame ok ok ok ok", "Completed", 5, 0, 0, "1 1 1 1 1", cite="4.4 DataFrame",
       error_threshold=0),
+    R("dataframe_subclass_ok", "ok framesub ok ok ok", "Completed", 5, 0, 0, "1 1 1 1 1", cite="4.4 DataFrame",
+      error_threshold=0),
+    R("v1_dataframe_subclass_ok", "framesub ok", "Completed", 2, 0, 0, "1 1", cite="4.4 DataFrame", surface="v1",
+      error_threshold=0),
     R("sysexit_is_exception", "ok sysexit ok ok ok", "Completed", 4, 1, 2, "1 3 1 1 1", cite="4.4 exception; 12"),
     # ---- v2 retries: max_retries = retries after the first attempt (6.2 / 12) ------------------------
     R("v2_max_retries0", "ok raise ok ok ok", "Completed", 4, 1, 2, "1 1 1 1 1", cite="12 attempts = 0+1",
