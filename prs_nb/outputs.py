@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 from typing import Any
 
 from prs_nb.errors import ConfigError
@@ -75,6 +74,8 @@ class RowFormatter:
             if not result:
                 return 0, "", None
             return len(result), "\n".join(map(str, result)) + "\n", None
+        import sys
+
         pd = sys.modules.get("pandas")  # a DataFrame can only exist if pandas was imported
         if pd is not None and isinstance(result, pd.DataFrame):  # subclasses are DataFrames too
             n = len(result)
