@@ -34,6 +34,9 @@ def _is_frame(value: Any) -> bool:
 def _split_inputs(inputs: Mapping[str, Any] | None) -> tuple[dict[str, Input], dict[str, Any]]:
     ports: dict[str, Input] = {}
     bindings: dict[str, Any] = {}
+    if inputs is not None and not isinstance(inputs, Mapping):
+        raise ConfigError(f"inputs must be a dict of name -> Input(...), e.g. {{'data': Input(type='uri_folder')}} "
+                          f"(got {type(inputs).__name__} {inputs!r})")
     for name, value in (inputs or {}).items():
         if isinstance(value, Input):
             ports[name] = value
@@ -54,6 +57,9 @@ def _split_inputs(inputs: Mapping[str, Any] | None) -> tuple[dict[str, Input], d
 
 def _split_outputs(outputs: Mapping[str, Any] | None) -> dict[str, Output]:
     ports: dict[str, Output] = {}
+    if outputs is not None and not isinstance(outputs, Mapping):
+        raise ConfigError(f"outputs must be a dict of name -> Output(...), e.g. {{'result': Output(type='uri_folder')}} "
+                          f"(got {type(outputs).__name__} {outputs!r})")
     for name, value in (outputs or {}).items():
         if isinstance(value, Output):
             ports[name] = value
@@ -125,15 +131,15 @@ def parallel_run_function(
         name=job_name,
         display_name=display_name,
         description=description,
-        tags=dict(tags or {}),
-        properties=dict(properties or {}),
+        tags=tags or {},
+        properties=properties or {},
         experiment_name=experiment_name,
         compute=compute,
         inputs=in_ports,
         outputs=out_ports,
         input_data=input_data,
         mini_batch_size=mini_batch_size,  # type: ignore[arg-type]
-        partition_keys=tuple(partition_keys) if partition_keys is not None else None,
+        partition_keys=tuple(partition_keys) if isinstance(partition_keys, list) else partition_keys,
         resources=resources,
         max_concurrency_per_instance=max_concurrency_per_instance,
         error_threshold=-1 if error_threshold is None else error_threshold,
@@ -141,7 +147,7 @@ def parallel_run_function(
         retry_settings=retry_settings if retry_settings is not None else RetrySettings(),  # type: ignore[arg-type]
         logging_level=logging_level or "INFO",
         task=task,
-        environment_variables=dict(environment_variables or {}),
+        environment_variables=environment_variables or {},
         is_deterministic=is_deterministic,
         identity=identity,
         bindings=bindings,
@@ -176,6 +182,9 @@ class ParallelJob:
                 path = value.path if isinstance(value, Output) else value
                 if path is None:
                     continue
+                if not isinstance(path, (str, os.PathLike)):
+                    raise ConfigError(f"output {key!r} must be bound to a path or an Output(path=...) "
+                                      f"(got {type(path).__name__} {path!r})")
                 out_bindings[key] = os.fspath(path)
             elif key in spec.inputs:
                 bindings[key] = value

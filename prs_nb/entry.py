@@ -47,6 +47,8 @@ class WorkerConfig:
     redirect_output: bool = True
     working_dir: str | None = None
     spill_dir: str | None = None
+    #: inline backend only: the functions themselves, when they cannot be pickled (never sent anywhere)
+    functions: dict[str, Any] | None = None
 
 
 class MiniBatchContext:
@@ -212,7 +214,7 @@ class WorkerRuntime:
                 if cfg.code_dir and os.path.abspath(cfg.code_dir) not in sys.path:
                     # helper modules in the code folder import as they would beside an entry script
                     sys.path.insert(0, os.path.abspath(cfg.code_dir))
-                funcs = cloudpickle.loads(cfg.functions_blob or b"")
+                funcs = cfg.functions if cfg.functions is not None else cloudpickle.loads(cfg.functions_blob or b"")
                 self.entry = resolve_entry(None, funcs, "the functions given to RunFunction")
             if self.entry.init is not None:
                 self.entry.init()

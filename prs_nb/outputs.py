@@ -75,8 +75,10 @@ class RowFormatter:
             if not result:
                 return 0, "", None
             return len(result), "\n".join(map(str, result)) + "\n", None
-        mod = type(result).__module__
-        if mod.startswith("pandas") and type(result).__name__ == "DataFrame":
+        import sys
+
+        pd = sys.modules.get("pandas")  # a DataFrame can only exist if pandas was imported
+        if pd is not None and isinstance(result, pd.DataFrame):  # subclasses are DataFrames too
             n = len(result)
             if not self.append_row or n == 0:
                 return n, "", self._header(result) if self.append_row else None
@@ -111,8 +113,14 @@ def load_settings_json(code_dir: str | None) -> dict[str, Any]:
             data = json.load(fh)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from None
-    section = data.get("append_row", {}) if isinstance(data, dict) else {}
-    kwargs = section.get("pandas.DataFrame.to_csv", {}) if isinstance(section, dict) else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object such as "
+                          f'{{"append_row": {{"pandas.DataFrame.to_csv": {{"sep": ","}}}}}} (got {type(data).__name__})')
+    section = data.get("append_row", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f'{path}: "append_row" must be an object such as {{"pandas.DataFrame.to_csv": {{"sep": ","}}}} '
+                          f"(got {type(section).__name__} {section!r})")
+    kwargs = section.get("pandas.DataFrame.to_csv", {})
     if not isinstance(kwargs, dict):
         raise ConfigError(
             f"{path}: append_row.pandas.DataFrame.to_csv must be an object of to_csv arguments, e.g. "
@@ -123,7 +131,26 @@ def load_settings_json(code_dir: str | None) -> dict[str, Any]:
     unknown = set(kwargs) - allowed
     if unknown:
         raise ConfigError(f"{path}: unsupported to_csv arguments {sorted(unknown)}; supported: {sorted(allowed)}")
+    _try_to_csv(path, kwargs)
     return dict(kwargs)
+
+
+def _try_to_csv(path: str, kwargs: dict[str, Any]) -> None:
+    """Check the arguments once here, on a one-row frame, rather than failing every mini-batch in the
+    workers (``sep`` must be one character, ``quoting`` 0-3, a known ``encoding``...)."""
+    import csv
+
+    import pandas as pd
+
+    columns = kwargs.get("columns")
+    if columns is not None and (not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)):
+        raise ConfigError(f"{path}: to_csv argument columns must be a list of column names (got {columns!r})")
+    trial = {k: v for k, v in kwargs.items() if k != "columns"}
+    try:
+        pd.DataFrame({"a": [1.5], "b": ["x"]}).to_csv(io.StringIO(), **trial)
+    except (TypeError, ValueError, LookupError, csv.Error) as exc:
+        raise ConfigError(f"{path}: pandas.DataFrame.to_csv does not accept these arguments {trial!r}: "
+                          f"{type(exc).__name__}: {exc}") from None
 
 
 def _safe_join(root: str, name: str, what: str) -> str:

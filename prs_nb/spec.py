@@ -28,11 +28,106 @@ DEFAULT_FILE_MINI_BATCH_SIZE = 10
 DEFAULT_TABULAR_MINI_BATCH_SIZE = 1024 * 1024
 DEFAULT_APPEND_ROW_FILE_NAME = "parallel_run_step.txt"
 MAX_TIMEOUT_S = 259200
-_MBS_RE = re.compile(r"^\d+([kKmMgG][bB])*$")
+_MBS_RE = re.compile(r"\d+([kKmMgG][bB])*")  # used with fullmatch: "10\n" is no size
 _BINDING_RE = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _INPUT_DATA_RE = re.compile(r"^\$\{\{\s*inputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
 _OUTPUT_REF_RE = re.compile(r"^\$\{\{\s*outputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
 _FORBIDDEN_FILE_CHARS = set('~"#%&*:<>?/\\{|}')
+_PORT_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def has_control_chars(text: str) -> bool:
+    """True if ``text`` holds NUL or another control character (never valid in a file or variable name)."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def check_file_name(value: Any, what: str) -> str:
+    """A plain file name: no folder part, none of the characters v1 forbids, no control characters."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be a file name string such as 'results.txt' (got {type(value).__name__} "
+                          f"{value!r})")
+    bad = sorted(set(value) & _FORBIDDEN_FILE_CHARS)
+    if bad or not value.strip() or value in (".", "..") or has_control_chars(value):
+        raise ConfigError(
+            f"{what} must be a plain file name without any of ~ \" # % & * : < > ? / \\ {{ | }} or control "
+            f"characters, e.g. 'results.txt' (got {value!r})"
+        )
+    return value
+
+
+def check_environment_variables(value: Any, what: str = "environment_variables") -> dict[str, str]:
+    """``{name: value}`` with string names a process environment accepts; values become strings."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{what} must be a dict of name -> value, e.g. {{'MODE': 'fast'}} "
+                          f"(got {type(value).__name__} {value!r})")
+    env: dict[str, str] = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not k or "=" in k or has_control_chars(k):
+            raise ConfigError(f"{what} names must be non-empty strings without '=' or control characters "
+                              f"(got {k!r})")
+        if isinstance(v, (str, int, float)):
+            text = str(v)
+        else:
+            raise ConfigError(f"{what}[{k!r}] must be a string or a number (got {type(v).__name__} {v!r})")
+        if "\0" in text or not _encodable(text) or not _encodable(k):
+            raise ConfigError(f"{what}[{k!r}] must be text a process environment can hold: no NUL character, "
+                              f"no lone surrogate (got {text!r})")
+        env[k] = text
+    return env
+
+
+def _check_literal(value: Any, kind: str, where: str) -> None:
+    """A value bound to a literal input (string, integer, number, boolean) must be one of those."""
+    if isinstance(value, Input):
+        value = value.path if value.path is not None else value.default
+    if value is None:  # unbound (an optional input, or the port's default applies)
+        return
+    ok = {
+        "integer": (isinstance(value, int) and not isinstance(value, bool))
+        or (isinstance(value, str) and value.strip().lstrip("+-").isdigit()),
+        "number": (isinstance(value, (int, float)) and not isinstance(value, bool)) or (isinstance(value, str)
+                                                                                       and _is_number_text(value)),
+        "boolean": isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false")),
+        "string": isinstance(value, (str, int, float, bool)),
+    }.get(kind, True)
+    if not ok or (isinstance(value, str) and "\0" in value):
+        article = "an" if kind == "integer" else "a"
+        raise ConfigError(f"{where} is {article} {kind} input; bind {article} {kind} value, e.g. "
+                          f"{_LITERAL_EXAMPLES.get(kind, 'text')} (got {type(value).__name__} {value!r})")
+
+
+_LITERAL_EXAMPLES = {"integer": "5 or '5'", "number": "0.5", "boolean": "True", "string": "'text'"}
+
+
+def _is_number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _encodable(text: str) -> bool:
+    try:
+        os.fsencode(text)
+    except UnicodeError:
+        return False
+    return True
+
+
+def _mapping(value: Any, name: str, example: str) -> dict[Any, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} must be a dict such as {example} (got {type(value).__name__} {value!r})")
+    return dict(value)
+
+
+def _optional_str(value: Any, name: str, example: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string such as {example} or None (got {type(value).__name__} {value!r})")
 
 
 class AssetTypes:
@@ -72,7 +167,7 @@ def parse_mini_batch_size(value: int | str | None, *, where: str = "mini_batch_s
     if isinstance(value, int):
         n = value
     elif isinstance(value, str):
-        if not _MBS_RE.match(value):
+        if not _MBS_RE.fullmatch(value):
             raise ConfigError(
                 f"{where} must look like '10', '512KB' or '1GB': digits, optionally followed by KB, MB or GB "
                 f"with no spaces or decimals (got {value!r})"
@@ -172,6 +267,13 @@ class RunFunction:
                 "program_arguments must be one string, e.g. '--threshold 0.5' "
                 f"(got {type(self.program_arguments).__name__}); join a list with ' '"
             )
+        if isinstance(self.code, os.PathLike):
+            object.__setattr__(self, "code", os.fspath(self.code))
+        _optional_str(self.code, "task.code", "'./src'")
+        _optional_str(self.entry_script, "task.entry_script", "'score.py'")
+        _optional_str(self.append_row_to, "task.append_row_to", "'${{outputs.result}}'")
+        _optional_str(self.model, "task.model", "'azureml:my-model:1'")
+        _optional_str(self.source, "task.source", "the functions' source text")
         if self.entry_script is not None:
             object.__setattr__(self, "entry_script", self.entry_script.strip())
 
@@ -290,6 +392,26 @@ class JobSpec:
 
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError(f"name must be a non-empty string (got {self.name!r})")
+        if not isinstance(self.task, RunFunction):
+            raise ConfigError(f"task must be a RunFunction(...) (got {type(self.task).__name__} {self.task!r})")
+        for fname, example in (("display_name", "'Score images'"), ("description", "'what the job does'"),
+                               ("version", "'1'"), ("experiment_name", "'scoring'"), ("compute", "'cpu-cluster'"),
+                               ("input_data", "'${{inputs.data}}'"), ("output_action", "'append_row'"),
+                               ("append_row_file_name", "'results.txt'")):
+            _optional_str(getattr(self, fname), fname, example)
+        if isinstance(self.runs_root, os.PathLike):
+            set_("runs_root", os.fspath(self.runs_root))
+        if not isinstance(self.runs_root, str) or not self.runs_root.strip() or "\0" in self.runs_root:
+            raise ConfigError(f"runs_root must be a folder path such as 'prs_runs' (got {self.runs_root!r})")
+        for fname in ("ordered_output", "is_deterministic"):
+            if not isinstance(getattr(self, fname), bool):
+                raise ConfigError(f"{fname} must be True or False (got {getattr(self, fname)!r})")
+        if not isinstance(self.retry_settings, (RetrySettings, Mapping)):
+            raise ConfigError("retry_settings must be a dict such as {'max_retries': 2, 'timeout': 60} or a "
+                              f"RetrySettings (got {type(self.retry_settings).__name__} {self.retry_settings!r})")
+        if not isinstance(self.resources, (Resources, Mapping)):
+            raise ConfigError("resources must be a dict such as {'instance_count': 1} or a Resources "
+                              f"(got {type(self.resources).__name__} {self.resources!r})")
         if isinstance(self.retry_settings, Mapping):
             set_("retry_settings", _retry_from_mapping(self.retry_settings))
         if isinstance(self.resources, Mapping):
@@ -299,22 +421,36 @@ class JobSpec:
                 f"partition_keys must be a list of column names, e.g. ['store'] (got the string {self.partition_keys!r})"
             )
         if self.partition_keys is not None:
+            if not isinstance(self.partition_keys, (list, tuple)):
+                raise ConfigError(f"partition_keys must be a list of column names, e.g. ['store'] "
+                                  f"(got {type(self.partition_keys).__name__} {self.partition_keys!r})")
             keys = tuple(self.partition_keys)
             if not keys or not all(isinstance(k, str) and k for k in keys):
                 raise ConfigError(f"partition_keys must be a non-empty list of names (got {self.partition_keys!r})")
             set_("partition_keys", keys)
-        set_("inputs", dict(self.inputs))
-        set_("outputs", dict(self.outputs))
-        set_("tags", dict(self.tags or {}))
-        set_("properties", dict(self.properties or {}))
-        set_("bindings", dict(self.bindings))
-        set_("output_bindings", dict(self.output_bindings))
-        env = dict(self.environment_variables or {})
-        for k, v in env.items():
-            if not isinstance(k, str) or not k:
-                raise ConfigError(f"environment_variables keys must be non-empty strings (got {k!r})")
-            env[k] = str(v)
-        set_("environment_variables", env)
+        set_("inputs", _mapping(self.inputs, "inputs", "{'data': Input(type='uri_folder')}"))
+        set_("outputs", _mapping(self.outputs, "outputs", "{'result': Output(type='uri_folder')}"))
+        for kind, ports, cls in (("input", self.inputs, Input), ("output", self.outputs, Output)):
+            for port_name, port in ports.items():
+                if not isinstance(port_name, str) or not _PORT_NAME_RE.fullmatch(port_name):
+                    raise ConfigError(
+                        f"{kind} names must be letters, digits and underscores, starting with a letter or "
+                        f"underscore, so that '${{{{{kind}s.<name>}}}}' can refer to them (got {port_name!r})"
+                    )
+                if not isinstance(port, cls):
+                    raise ConfigError(f"{kind}s[{port_name!r}] must be a {cls.__name__}(...) "
+                                      f"(got {type(port).__name__} {port!r})")
+        set_("tags", _mapping(self.tags, "tags", "{'team': 'vision'}"))
+        set_("properties", _mapping(self.properties, "properties", "{'key': 'value'}"))
+        set_("bindings", _mapping(self.bindings, "bindings", "{'data': 'data/images'}"))
+        out_bound = _mapping(self.output_bindings, "output_bindings", "{'result': 'out/'}")
+        for out_name, out_path in out_bound.items():
+            if isinstance(out_path, os.PathLike):
+                out_path = out_bound[out_name] = os.fspath(out_path)
+            if not isinstance(out_path, str) or not out_path.strip() or "\0" in out_path:
+                raise ConfigError(f"output {out_name!r} must be bound to a path string (got {out_path!r})")
+        set_("output_bindings", out_bound)
+        set_("environment_variables", check_environment_variables(self.environment_variables))
         if self.mini_batch_size is not None:
             raw = self.mini_batch_size
             if isinstance(raw, int) and not isinstance(raw, bool):
@@ -339,12 +475,7 @@ class JobSpec:
         if self.output_action is not None and self.output_action.lower() not in ("append_row", "summary_only"):
             raise ConfigError(f"output_action must be append_row or summary_only (got {self.output_action!r})")
         if self.append_row_file_name is not None:
-            bad = sorted(set(self.append_row_file_name) & _FORBIDDEN_FILE_CHARS)
-            if bad or not self.append_row_file_name.strip() or self.append_row_file_name in (".", ".."):
-                raise ConfigError(
-                    f"append_row_file_name must be a plain file name without any of ~ \" # % & * : < > ? / \\ {{ | }} "
-                    f"(got {self.append_row_file_name!r})"
-                )
+            check_file_name(self.append_row_file_name, "append_row_file_name")
         if self.input_data is not None:
             m = _INPUT_DATA_RE.match(self.input_data)
             if not m:
@@ -374,9 +505,12 @@ class JobSpec:
                     f"program_arguments refers to {ref_kind}.{ref_name}, which is not declared; declared {ref_kind}: "
                     f"{', '.join(ports) or '(none)'}"
                 )
-        for key in self.bindings:
+        for key, value in self.bindings.items():
             if self.inputs and key not in self.inputs:
                 raise ConfigError(f"unknown input {key!r}; declared inputs: {', '.join(self.inputs)}")
+            in_port = self.inputs.get(key)
+            if in_port is not None and in_port.is_literal:
+                _check_literal(value, in_port.type, f"input {key!r}")
         for key in self.output_bindings:
             if key not in self.outputs:
                 raise ConfigError(f"unknown output {key!r}; declared outputs: {', '.join(self.outputs) or '(none)'}")
@@ -426,13 +560,18 @@ class EffectiveSettings:
     instance_count: int
     explicit_mini_batch_size: int | None
     partitions_override_size: bool
+    #: what the user called the failed-mini-batch limit: v1 and ``--allowed_failed_count`` say
+    #: allowed_failed_count, v2 says mini_batch_error_threshold (the result names the user's knob)
+    mini_batch_limit_name: str = "mini_batch_error_threshold"
 
     @classmethod
     def from_spec(cls, spec: JobSpec) -> EffectiveSettings:
         args = _prs_arguments(spec.task.program_arguments or "")
         mbe = spec.mini_batch_error_threshold
+        mbe_name = "allowed_failed_count" if spec.api == "v1" else "mini_batch_error_threshold"
         if "allowed_failed_count" in args:
             mbe = _arg_int(args, "allowed_failed_count", minimum=-1)
+            mbe_name = "allowed_failed_count"
         err = _arg_int(args, "error_threshold", minimum=-1) if "error_threshold" in args else spec.error_threshold
         pct = spec.allowed_failed_percent
         if "allowed_failed_percent" in args:
@@ -464,6 +603,7 @@ class EffectiveSettings:
             instance_count=spec.resources.instance_count,
             explicit_mini_batch_size=None if spec.partition_keys else size,
             partitions_override_size=bool(spec.partition_keys) and size is not None,
+            mini_batch_limit_name=mbe_name,
         )
 
 

@@ -58,6 +58,8 @@ from prs_nb.spec import (
     Resources,
     RetrySettings,
     RunFunction,
+    check_environment_variables,
+    check_file_name,
     parse_mini_batch_size,
 )
 
@@ -90,7 +92,6 @@ DEFAULT_OUTPUT_NAME = "output"
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _GLOB_RE = re.compile(r"[*?\[]")
 _REF_RE = re.compile(r"^\$\{\{\s*(inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*\s*\}\}$")
-_FORBIDDEN_FILE_CHARS = re.compile(r'[~"#%&*:<>?/\\{|}]')
 # v1 consumption modes -> the v2 input modes recorded on the port (locally every mode reads in place).
 _MODES = {"mount": "ro_mount", "download": "download", "direct": "direct"}
 
@@ -507,13 +508,8 @@ class ParallelRunConfig:
         if not isinstance(value, str):
             raise ConfigError(f"append_row_file_name must be a file name string (got {type(value).__name__})")
         # v1 only checks the name when it is used, i.e. with append_row.
-        if self.output_action.lower() == "append_row" and (
-            _FORBIDDEN_FILE_CHARS.search(value) or not value.strip() or value in (".", "..")
-        ):
-            raise ConfigError(
-                "append_row_file_name must be a plain file name without any of ~ \" # % & * : < > ? / \\ { | } "
-                f"(got {value!r}), e.g. 'results.txt'"
-            )
+        if self.output_action.lower() == "append_row":
+            check_file_name(value, "append_row_file_name")
         return value
 
     @staticmethod
@@ -536,16 +532,7 @@ class ParallelRunConfig:
 
     @staticmethod
     def _check_environment_variables(value: Any) -> dict[str, str]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise ConfigError(
-                f"environment_variables must be a dict of name -> value (got {type(value).__name__} {value!r})"
-            )
-        for key in value:
-            if not isinstance(key, str) or not key:
-                raise ConfigError(f"environment_variables names must be non-empty strings (got {key!r})")
-        return {k: str(v) for k, v in value.items()}
+        return check_environment_variables(value)
 
     @staticmethod
     def _check_source_directory(value: Any) -> tuple[str | None, str | None]:
@@ -656,8 +643,14 @@ class ParallelRunConfig:
         ``workspace`` is ignored locally and may be None. The environment becomes its name and the
         compute target its name; keys this version does not know are ignored, as v1 does.
         """
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = yaml.safe_load(f)  # safe: a !!python/... tag is an error, never code
+        except OSError as exc:
+            raise ConfigError(f"cannot read {os.fspath(path)!r}: {exc.strerror or exc}") from exc
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{os.fspath(path)} is not a valid ParallelRunConfig YAML file (YAML read with the "
+                              f"safe loader, so Python tags are refused): {exc}") from exc
         if not isinstance(doc, Mapping) or not isinstance(doc.get("parallel_run_config"), Mapping):
             raise ConfigError(f"{os.fspath(path)}: expected a top-level 'parallel_run_config:' mapping "
                               f"(as written by save_to_yaml)")

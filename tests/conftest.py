@@ -6,6 +6,7 @@ import os
 
 import psutil
 import pytest
+from hypothesis import HealthCheck, settings
 
 
 @pytest.fixture(autouse=True)
@@ -34,3 +35,17 @@ def _no_leftover_workers():
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+# Hypothesis: one profile for the whole suite. Tests set their own example counts (200 for pure
+# parsing, 20-25 for tests that run jobs); the profile removes the per-example deadline (a job's
+# first example starts worker processes), keeps no example database in the working directory, and
+# allows function-scoped fixtures (each test makes its own files under a fresh temp folder).
+settings.register_profile(
+    "prs_nb",
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("PRS_NB_HYPOTHESIS_PROFILE", "prs_nb"))

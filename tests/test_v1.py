@@ -317,8 +317,9 @@ def test_yaml_load_validates_like_the_constructor(ws: SimpleNamespace) -> None:
 
 def test_yaml_uses_safe_load(ws: SimpleNamespace) -> None:
     (ws.root / "evil.yml").write_text("parallel_run_config: !!python/object/apply:os.getcwd []\n")
-    with pytest.raises(yaml.YAMLError):
+    with pytest.raises(ConfigError, match="safe loader") as info:  # a PrsError, caused by the loader's refusal
         ParallelRunConfig.load_yaml(None, ws.root / "evil.yml")
+    assert isinstance(info.value.__cause__, yaml.YAMLError)
 
 
 # ============================================================ ParallelRunStep: rejected (contract 2.2, 5.5)

@@ -286,7 +286,7 @@ def _table_plan(name: str, where: str, paths: list[str], opts: ReadOptions, mlt:
         return fmt_values(f.path) if fmt_values is not None else hive_values(f.rel)
 
     def parts() -> Iterator[Part]:
-        planner = TablePlanner(opts, where, count_rows=count_rows)
+        planner = TablePlanner(opts, where, count_rows=count_rows, defer_read_errors=not keys)
         files: Iterator[ListedFile] = iter_paths(paths, where=where, tabular=True)
         if skip_mltable:
             files = (f for f in files if os.path.basename(f.path) != MLTABLE_FILE)

@@ -5,7 +5,10 @@
 * :class:`TableSlice` - a slice reference the worker reads itself (byte range aligned to rows for
   CSV / JSON Lines, row groups or a row range for Parquet);
 * ``pandas.DataFrame`` - rows of an in-memory DataFrame (they travel with the descriptor);
-* ``None`` - a rank mini-batch with no data (v1 ``--rank_mini_batch_count``).
+* ``None`` - a rank mini-batch with no data (v1 ``--rank_mini_batch_count``);
+* :class:`UnreadableFile` - a table file the driver could not read while listing (corrupt Parquet
+  footer, undecodable header, permission denied): the mini-batch fails when the worker reads it, so
+  the file counts against the job's thresholds like any bad mini-batch and the other files still run.
 """
 
 from __future__ import annotations
@@ -39,6 +42,15 @@ class TableSlice:
     row_stop: int | None = None
     partition_values: tuple[tuple[str, Any], ...] = ()
     options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class UnreadableFile:
+    """Stands for (the rest of) a table file that could not be read while listing; ``message`` is the
+    InputDataError the driver got, raised again when a worker reads this mini-batch."""
+
+    path: str
+    message: str
 
 
 @dataclass(frozen=True)

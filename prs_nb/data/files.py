@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, NamedTuple, TypeVar
@@ -99,6 +100,7 @@ def iter_path(path: str, *, where: str, tabular: bool = False) -> Iterator[Liste
     if kind == "folder":
         yield from walk_sorted(path, where=where, skip_private=tabular)
     elif kind == "file":
+        _check_not_special(path, where)
         yield ListedFile(path, os.path.basename(path))
     else:
         yield from iter_glob(path, where=where, skip_private=tabular)
@@ -108,6 +110,25 @@ def iter_paths(paths: Iterable[str], *, where: str, tabular: bool = False) -> It
     """Files of several bound paths, in the given order (each one listed sorted)."""
     for p in paths:
         yield from iter_path(p, where=where, tabular=tabular)
+
+
+_SPECIAL = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"))
+
+
+def _check_not_special(path: str, where: str) -> None:
+    """Refuse named pipes, sockets and devices: opening a FIFO to read it would block the driver (or
+    a worker) for ever, and none of them is data a job can split. Broken symlinks stay files."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing target: reading it fails visibly later, with the path in the message
+    for test, what in _SPECIAL:
+        if test(mode):
+            raise InputDataError(
+                f"{where}: {path} is {what}, not a regular file; an input folder must hold regular files only. "
+                "Move it out of the input folder or bind a folder without it"
+            )
 
 
 def _is_private(name: str) -> bool:
@@ -130,6 +151,13 @@ def _sorted_entries(path: str, where: str) -> list[os.DirEntry[str]]:
 def _entry_is_dir(entry: os.DirEntry[str]) -> bool:
     try:
         return entry.is_dir()  # follows symlinks: a linked folder is walked like a real one
+    except OSError:
+        return False
+
+
+def _entry_is_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file()  # a regular file or a link to one (no system call for plain files)
     except OSError:
         return False
 
@@ -175,6 +203,8 @@ def walk_sorted(
             stack.append((rel, iter(_sorted_entries(entry.path, where))))
             ancestors.append(ident)
         else:
+            if not _entry_is_file(entry):
+                _check_not_special(entry.path, where)
             yield ListedFile(entry.path, rel)
 
 

@@ -267,6 +267,9 @@ def _load_mltable(file: str, *, where: str) -> MLTableSpec:
             doc = yaml.safe_load(fh)
     except OSError as exc:
         raise MLTableError(f"{where}: cannot read it: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise MLTableError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start}); an MLTable file is YAML "
+                             "text, e.g. 'paths:\n  - folder: ./data'") from exc
     except yaml.YAMLError as exc:
         raise MLTableError(f"{where}: malformed YAML: {exc}") from exc
     if not isinstance(doc, dict):

@@ -22,10 +22,11 @@ from __future__ import annotations
 import io
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from prs_nb.data.base import FILES, RANK, TABULAR, MiniBatch, TableSlice
+from prs_nb.data.base import FILES, RANK, TABULAR, MiniBatch, TableSlice, UnreadableFile
 from prs_nb.errors import InputDataError
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ def read_mini_batch(mb: MiniBatch) -> list[str] | pd.DataFrame:
     where = f"mini-batch {mb.index} of input {mb.input_name!r}"
     if isinstance(src, pd.DataFrame):
         return src
+    if isinstance(src, UnreadableFile):
+        raise InputDataError(src.message)
     if isinstance(src, TableSlice):
         df = read_slice(src, where=where)
         lb = mb.global_row_index_lower_bound
@@ -100,6 +103,9 @@ def _read_errors() -> tuple[type[BaseException], ...]:
     pa = sys.modules.get("pyarrow")
     if pa is not None:  # only present if a Parquet file was touched; never import it just for this
         errors += (pa.ArrowException,)
+    pd = sys.modules.get("pandas")
+    if pd is not None:  # raised as an error by read_slice: a row wider than the header loses data
+        errors += (pd.errors.ParserWarning,)
     return errors
 
 
@@ -111,7 +117,13 @@ def read_slice(s: TableSlice, *, usecols: Sequence[str] | None = None, finish: b
     prefix = f"{where}: " if where else ""
     try:
         if s.fmt == "csv":
-            df = _read_csv(s, opts, usecols)
+            with warnings.catch_warnings():
+                # pandas only warns when a row has more fields than the header, then drops them:
+                # that row is malformed, and silently losing its data is worse than failing
+                import pandas as pd
+
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                df = _read_csv(s, opts, usecols)
         elif s.fmt == "jsonl":
             df = _read_jsonl(s, opts, usecols)
         elif s.fmt == "parquet":

@@ -45,7 +45,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from prs_nb.data.base import TableSlice
+from prs_nb.data.base import TableSlice, UnreadableFile
 from prs_nb.data.files import Part
 from prs_nb.errors import InputDataError
 
@@ -273,10 +273,13 @@ class TablePlanner:
     Remembers the first file's format (a tabular input holds one table format; mixing raises) and,
     for ``header: from_first_file``, the first file's header."""
 
-    def __init__(self, opts: ReadOptions, where: str, *, count_rows: bool = True) -> None:
+    def __init__(self, opts: ReadOptions, where: str, *, count_rows: bool = True,
+                 defer_read_errors: bool = False) -> None:
         self.opts = opts
         self.where = where
         self.count_rows = count_rows
+        # a file that cannot be read becomes one failing mini-batch instead of stopping the listing
+        self.defer_read_errors = defer_read_errors
         self._first: tuple[str, str, str | None] | None = None
         self._first_columns: tuple[str, ...] | None = None
 
@@ -339,7 +342,15 @@ class TablePlanner:
                 f"{self.where}: cannot decode the first line of {path} as {self.opts.encoding} ({exc.reason} at "
                 f"byte {exc.start}); set the encoding (an MLTable read_delimited encoding) or re-save the file as UTF-8"
             ) from exc
-        fields = _split_fields(text, sep or ",")
+        try:
+            fields = _split_fields(text, sep or ",")
+        except csv.Error as exc:
+            cr = " It holds a carriage return (\\r) inside the line: convert old Mac (CR-only) line endings to \\n." \
+                if "\r" in text else ""
+            raise InputDataError(
+                f"{self.where}: cannot read the header line of {path}: {exc} (got {text[:80]!r}).{cr} "
+                "Quote field names that hold the separator or line breaks, or fix the header"
+            ) from exc
         if mode == "no_header":
             return start, tuple(f"Column{i + 1}" for i in range(len(fields)))
         columns = _pandas_names(fields)
@@ -506,11 +517,20 @@ class TablePlanner:
                   ) -> Iterator[Part]:
         """Size-based parts of one table file (never spanning into another file); ``partition_values``
         are columns the worker adds (MLTable partition_format fields)."""
-        fmt, sep = self.file_format(path)
-        if fmt == "parquet":
-            yield from self._plan_parquet(path, size, partition_values)
-        else:
-            yield from self._plan_text(path, fmt, sep, size, partition_values)
+        fmt, sep = self.file_format(path)  # a wrong or mixed format is the input's error: it raises
+        parts = (self._plan_parquet(path, size, partition_values) if fmt == "parquet"
+                 else self._plan_text(path, fmt, sep, size, partition_values))
+        if not self.defer_read_errors:
+            yield from parts
+            return
+        done = 0
+        try:
+            for part in parts:
+                done += 1
+                yield part
+        except InputDataError as exc:
+            rest = " (the rest of it)" if done else ""
+            yield Part(None, UnreadableFile(path, str(exc)), {}, None, f"{path}{rest}: unreadable")
 
 
 def plan_dataframe(df: pd.DataFrame, size: int) -> Iterator[Part]:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import select
 import selectors
 import signal
@@ -24,6 +25,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from prs_nb.entry import WorkerConfig, WorkerRuntime
+from prs_nb.errors import EntryScriptError, InputDataError, PrsError
 
 DIED = "__died__"
 
@@ -122,7 +124,10 @@ class LocalBackend:
         """Queue ``msg`` (framed as multiprocessing.Connection frames it) and write what the socket
         takes now; the rest goes out from wait() when the socket is writable. Raises OSError only
         when the worker is already gone and nothing of this message was written."""
-        data = ForkingPickler.dumps(msg)
+        try:
+            data = ForkingPickler.dumps(msg)
+        except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
+            raise unpicklable_message_error(msg, exc) from exc
         n = len(data)
         header = struct.pack("!i", n) if n <= 0x7FFFFFFF else struct.pack("!i", -1) + struct.pack("!Q", n)
         was_empty = not handle.wbuf
@@ -356,3 +361,15 @@ class InlineBackend:
     def close(self) -> None:
         return None
 
+
+def unpicklable_message_error(msg: tuple[Any, ...], exc: BaseException) -> PrsError:
+    """A clear error for data that cannot travel to a worker process (e.g. a DataFrame input with a
+    column of locks or open connections)."""
+    if msg and msg[0] == "run":
+        indices = ", ".join(str(item[0]) for item in msg[1])
+        return InputDataError(
+            f"mini-batch(es) {indices} cannot be sent to a worker process: {type(exc).__name__}: {exc}. The input "
+            "holds objects that cannot be pickled (locks, open files, connections, lambdas in a DataFrame column); "
+            "convert that column to plain values, or run with backend='inline'"
+        )
+    return EntryScriptError(f"the worker configuration cannot be sent to a worker process: {type(exc).__name__}: {exc}")

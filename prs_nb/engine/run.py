@@ -224,8 +224,17 @@ def run_job(
         raise ConfigError(
             "the job has no entry: give RunFunction(code=..., entry_script='score.py') or RunFunction(run=fn)"
         )
+    direct: dict[str, Any] | None = None
     if spec.task.uses_functions:
-        blob: bytes | None = _functions_blob(spec)
+        try:
+            blob: bytes | None = _functions_blob(spec)
+        except ConfigError:
+            if spec.backend != "inline":
+                raise
+            # inline runs in this process: functions that cannot be pickled are called as they are
+            blob = None
+            direct = {k: v for k, v in (("init", spec.task.init), ("run", spec.task.run),
+                                        ("shutdown", spec.task.shutdown)) if v is not None}
         code_dir = os.path.abspath(os.path.join(base_dir, spec.task.code)) if spec.task.code else None
         entry_kind = "functions"
     else:
@@ -300,6 +309,7 @@ def run_job(
         append_row_csv_kwargs=csv_kwargs,
         working_dir=code_dir or base_dir,
         spill_dir=os.path.join(run_dir, "parts") if out_file else None,
+        functions=direct,
     )
     journal = Journal(os.path.join(run_dir, "journal"))
     done = resume_info.entries if resume_info is not None else {}

@@ -473,9 +473,8 @@ class Scheduler:
     def _check_batches(self) -> None:
         t = self.s.mini_batch_error_threshold
         if t != -1 and self.failed > t:
-            self._abort("mini_batch_error_threshold",
-                        f"mini_batch_error_threshold exceeded: {self.failed} failed mini-batches > "
-                        f"mini_batch_error_threshold {t}")
+            name = self.s.mini_batch_limit_name
+            self._abort(name, f"{name} exceeded: {self.failed} failed mini-batches > {name} {t}")
 
     def _check_percent(self) -> None:
         pct = self.s.allowed_failed_percent

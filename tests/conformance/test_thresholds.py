@@ -77,7 +77,7 @@ TABLE = [
     ("percent_40_under_50_ok", ["raise", "raise", "ok", "ok", "ok"],
      {"allowed_failed_percent": 50, "retry_settings": {"max_retries": 0}}, "Completed", 3, 2, 2, 1, None),
     ("arg_allowed_failed_count_0", ["ok", "raise", "ok", "ok", "ok"],
-     {"program_arguments": "--allowed_failed_count 0"}, "Failed", None, 1, None, 3, "mini_batch_error_threshold"),
+     {"program_arguments": "--allowed_failed_count 0"}, "Failed", None, 1, None, 3, "allowed_failed_count"),
     ("arg_error_threshold_0", ["ok", "short", "ok", "ok", "ok"],
      {"program_arguments": "--error_threshold=0"}, "Failed", None, 0, 1, 1, "error_threshold"),
     ("thresholds_disabled", ["raise"] * 5, {"error_threshold": -1, "mini_batch_error_threshold": -1,

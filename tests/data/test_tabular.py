@@ -291,8 +291,11 @@ def test_mixed_table_types_are_an_error(tmp_path, plan_of):
 
 def test_corrupt_parquet_is_an_error(tmp_path, plan_of):
     (tmp_path / "t.parquet").write_bytes(b"not parquet at all")
+    # listed as one mini-batch that fails when read: a bad file counts against the thresholds and the
+    # other files of the input still run
+    [mb] = list(plan_of("t.parquet", type="mltable"))
     with pytest.raises(InputDataError, match=r"cannot read .*t\.parquet as Parquet"):
-        list(plan_of("t.parquet", type="mltable"))
+        read_mini_batch(mb)
 
 
 def test_driver_memory_stays_flat_on_a_big_csv(tmp_path, plan_of):
@@ -336,9 +339,10 @@ def test_unreadable_table_file_is_an_error(tmp_path, plan_of, monkeypatch):
         raise PermissionError(13, "Permission denied", path)
 
     monkeypatch.setattr(tabular, "open", refusing, raising=False)
+    [mb] = list(plan_of("t.csv", type="mltable"))  # the unreadable file is one failing mini-batch
     with pytest.raises(InputDataError, match=r"input 'data': cannot open .*t\.csv: Permission denied; check that it "
                                              r"exists and is readable"):
-        list(plan_of("t.csv", type="mltable"))
+        read_mini_batch(mb)
 
 
 @pytest.mark.parametrize("size", SIZES)
