@@ -48,6 +48,13 @@ def run_job(spec: JobSpec, **kwargs: Any) -> RunResult:
     return _run(spec, **kwargs)
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext prs_nb``: registers ``%%parallel_run`` and ``%parallel_run_defaults``."""
+    from prs_nb.jupyter.magic import load_ipython_extension as _load
+
+    _load(ipython)
+
+
 def __getattr__(name: str) -> Any:
     # v1 classes are loaded on first use, keeping `import prs_nb` (and every worker) light.
     if name in ("ParallelRunConfig", "ParallelRunStep"):
