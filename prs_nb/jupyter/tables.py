@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 STATUS_COLOURS = {"Completed": "#2e7d32", "Failed": "#c62828", "Canceled": "#ef6c00", "Running": "#1565c0"}
 _CSS = ("<style>.prs-tbl{border-collapse:collapse;font-size:12px;margin:4px 0}"
@@ -77,3 +78,26 @@ def status_html(job_name: str, status: str, detail: str = "") -> str:
     extra = f" &mdash; {html.escape(detail)}" if detail else ""
     return (f"<div class='prs-status'><b>{html.escape(job_name)}</b>: "
             f"<b style='color:{colour}'>{html.escape(status)}</b>{extra}</div>")
+
+
+def result_html(result: Any) -> str:
+    """``RunResult._repr_html_``: status and reason, counts, paths, then the error table."""
+    c = result.counts
+    pairs = [
+        ("mini-batches", f"{c.get('succeeded', 0)} succeeded / {c.get('failed', 0)} failed / {c.get('total', 0)} total"
+         + (f" / {c['not_run']} not run" if c.get("not_run") else "")),
+        ("items", f"{c.get('items_succeeded', 0)} succeeded / {c.get('items_failed', 0)} failed"),
+        ("failed attempts", str(c.get("failed_attempts", len(result._error_rows)))),
+        ("duration", f"{result.duration:.2f} s on {c.get('workers', 0)} worker process(es), backend {result.backend}"),
+        ("output", result.output_path or "(summary_only)"),
+        ("run directory", result.run_dir),
+        ("logs", f"{result.logs_dir} (start with job_result.txt)"),
+    ]
+    items_of = {row[0]: row[1] for row in result._batch_rows}
+    rows = [ErrorRow(r[0], r[11] if r[11] is not None else items_of.get(r[0]), r[1], r[3], r[4], r[13], r[5],
+                     str(r[7]), r[2]) for r in result._error_rows[:10]]
+    errors = error_table_html(rows, max_rows=10, total=len(result._error_rows))
+    if errors:
+        errors = "<div><b>Failed attempts</b> (all in <code>result.errors</code>)</div>" + errors
+    return (f"<div class='prs-result'>{status_html(result.job_name + ' run ' + result.run_id, result.status, result.reason)}"
+            f"{kv_table_html(pairs)}{errors}</div>")
