@@ -6,6 +6,7 @@ per occurrence; listeners must be cheap (the engine calls them on its scheduling
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +19,8 @@ class JobStarted:
     workers: int
     backend: str
     time: float
+    # Thread-safe ``cancel(reason)`` of this run (a notebook Stop button keeps it); None if not cancelable.
+    cancel: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

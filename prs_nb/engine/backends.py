@@ -72,6 +72,11 @@ class LocalBackend:
             self._env.setdefault("MALLOC_TRIM_THRESHOLD_", str(64 * 1024 * 1024))
         # one persistent epoll set: registering every fd on every wait() costs more than the work
         self._sel = selectors.DefaultSelector()
+        # wakeup(): another thread (a Stop button) or a signal handler ends a wait() at once
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, (None, "wake"))
 
     def start_worker(self, handle: WorkerHandle, config: WorkerConfig) -> None:
         # Two one-way channels. Driver -> worker is written without ever blocking (a write buffer
@@ -82,7 +87,8 @@ class LocalBackend:
         up_parent, up_child = socket.socketpair()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "prs_nb.engine.worker", str(down_child.fileno()), str(up_child.fileno())],
+                [sys.executable, "-m", "prs_nb.engine.worker", str(down_child.fileno()), str(up_child.fileno()),
+                 str(os.getpid())],
                 pass_fds=(down_child.fileno(), up_child.fileno()),
                 env=self._env,
                 stdin=subprocess.DEVNULL,
@@ -160,6 +166,9 @@ class LocalBackend:
         dead: set[int] = set()
         for key, _mask in self._sel.select(timeout):
             h, kind = key.data
+            if kind == "wake":
+                self._drain_wakeups()
+                continue
             if kind == "write":
                 self._flush(h)
                 continue
@@ -204,8 +213,36 @@ class LocalBackend:
                 pass
         return self.reap(handle)
 
+    def wakeup(self) -> None:
+        """End the current (or next) wait() early. Safe from any thread and from a signal handler."""
+        try:
+            os.write(self._wake_w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wakeup is pending anyway) or the backend is closed
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def signal_now(self, handle: WorkerHandle) -> None:
+        """SIGKILL without waiting (from a signal handler: a second Ctrl-C); reaped later by kill()."""
+        proc = handle.proc
+        if proc is not None and proc.returncode is None:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except (ProcessLookupError, OSError):
+                pass
+
     def close(self) -> None:
         self._sel.close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def _close(self, handle: WorkerHandle) -> None:
         if handle.wsock is not None:
@@ -278,6 +315,12 @@ class InlineBackend:
     def kill(self, handle: WorkerHandle) -> int | None:
         if handle.runtime is not None:
             handle.runtime.restore()
+        return None
+
+    def wakeup(self) -> None:
+        return None  # wait() runs one mini-batch and returns: the scheduler sees a cancel right after
+
+    def signal_now(self, handle: WorkerHandle) -> None:
         return None
 
     def reap(self, handle: WorkerHandle) -> int | None:

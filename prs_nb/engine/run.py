@@ -277,7 +277,7 @@ def run_job(
     sched = Scheduler(settings=settings, plan=plan, backend=backend, worker_config=config, writer=writer,
                       listeners=all_listeners)
     workers = sched.per_node * sched.nodes
-    sched.emit(ev.JobStarted(spec.name, run_id, run_dir, workers, backend.name, time.time()))
+    sched.emit(ev.JobStarted(spec.name, run_id, run_dir, workers, backend.name, time.time(), cancel=sched.cancel))
     try:
         outcome = sched.run()
     except BaseException as exc:

@@ -25,6 +25,8 @@ failed ``3 x workers_per_node`` times is not restarted.
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -42,6 +44,9 @@ LOOKAHEAD = 10_000
 PULL_STEP = 32
 PROGRESS_EVERY_S = 0.25
 STOP_GRACE_S = 30.0
+INIT_GRACE_S = 30.0  # init() may take 3 x retry_settings.timeout + this (contract 6.3)
+INIT_JOB_WIDE_AFTER_S = 120.0  # contract 6.3: after 2 min, 2 x nodes x workers init() failures stop the job
+CANCEL_GRACE_S = 1.0  # after a cancel, idle workers get this long for shutdown(), then SIGKILL
 
 
 class BatchRecord:
@@ -142,6 +147,33 @@ class Scheduler:
         self.shutdown_errors: list[tuple[int, str, str, str]] = []
         self.t0 = time.time()
         self._m0 = time.monotonic()
+        self._cancel_reason: str | None = None
+        self._cancel_at = 0.0
+        self._interrupts = 0
+        self._hurry = False  # a second Ctrl-C: kill everything now, no shutdown()
+
+    # ---------------------------------------------------------------- cancel
+    def cancel(self, reason: str = "canceled by the user") -> None:
+        """Stop the job: no new mini-batch starts, running ones are killed, idle workers get
+        CANCEL_GRACE_S for shutdown(), and run() returns an Outcome with status Canceled and the
+        counts so far. Safe to call from any thread (a notebook Stop button) and from a signal
+        handler; calling it again changes nothing."""
+        if self._cancel_reason is None:
+            self._cancel_at = time.monotonic()
+            self._cancel_reason = reason
+        wakeup = getattr(self.backend, "wakeup", None)
+        if wakeup is not None:
+            wakeup()
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        # First Ctrl-C (or Jupyter's interrupt): cancel, workers stop within ~1 s. Second: kill now.
+        self._interrupts += 1
+        self.cancel("KeyboardInterrupt (Ctrl-C or kernel interrupt)")
+        if self._interrupts > 1:
+            self._hurry = True
+            for w in list(self.workers):
+                self.backend.signal_now(w)
+            self.cancel("KeyboardInterrupt (Ctrl-C or kernel interrupt)")
 
     # ---------------------------------------------------------------- events
     def emit(self, event: Any) -> None:
@@ -327,6 +359,7 @@ class Scheduler:
         rec.attempts = attempt
         if items is not None:
             rec.items = items
+        message = message + memory_hint(exc_type)
         will_retry = attempt < self.max_attempts and not self.abort_reason and not self.canceled
         event = ev.BatchFailed(mb.index, attempt, h.node_id, h.process_name, h.pid, self._wall(start_m),
                                self._wall(end_m), rec.items, kind, exc_type, message, tb, will_retry,
@@ -391,6 +424,7 @@ class Scheduler:
 
     def _on_init_err(self, h: WorkerHandle, exc_type: str, message: str, tb: str) -> None:
         node = h.node_id
+        message = message + memory_hint(exc_type)
         self.init_fail[node] += 1
         failure = ev.InitFailed(node, h.process_name, h.pid, message, exc_type, tb)
         self.init_failures.append(failure)
@@ -404,6 +438,13 @@ class Scheduler:
     def _after_init_failure(self, node: int) -> None:
         """A stopped node starts no new process; the job fails for init() only when no node can run
         anything any more (healthy workers of a stopped node keep working)."""
+        total = sum(self.init_fail)
+        limit = 2 * self.nodes * self.per_node
+        if total >= limit and time.monotonic() - self._m0 > INIT_JOB_WIDE_AFTER_S:
+            self._abort("init", (f"init() failed {total} times (job-wide limit: 2 x {self.nodes} node(s) x "
+                                 f"{self.per_node} worker(s) = {limit} once the job has run "
+                                 f"{INIT_JOB_WIDE_AFTER_S:g}s); last error: {self._last_init_error}"))
+            return
         if all(self.node_stopped) and not any(w.state in ("ready", "broken") for w in self.workers):
             self._abort("init", (f"init() failed {sum(self.init_fail)} times ({3 * self.per_node} allowed per "
                                  f"node) and no worker is left; last error: {self._last_init_error}"))
@@ -462,7 +503,7 @@ class Scheduler:
         self._replace(h.node_id)
 
     def _init_deadline(self) -> float:
-        return 3 * self.timeout + 30
+        return 3 * self.timeout + INIT_GRACE_S
 
     # ---------------------------------------------------------------- main loop
     def run(self) -> Outcome:
@@ -470,20 +511,27 @@ class Scheduler:
         # List only what the first dispatch needs (input errors surface before any worker starts);
         # the rest is listed while workers start and whenever the driver would otherwise idle.
         self._pull(1)
+        previous = self._install_sigint()
         try:
-            if self._work_left():
-                for node in range(self.nodes):
-                    for _ in range(self.per_node):
-                        self._start_worker(node)
-            self._loop()
-        except KeyboardInterrupt:
-            self.canceled = True
+            try:
+                if self._work_left():
+                    for node in range(self.nodes):
+                        for _ in range(self.per_node):
+                            self._start_worker(node)
+                self._loop()
+            except KeyboardInterrupt:
+                self._interrupts += 1
+                self.cancel("KeyboardInterrupt (Ctrl-C or kernel interrupt)")
+            if self._cancel_reason is not None:
+                self.canceled = True
+            self._stop_all()
         finally:
-            self._stop_workers()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         status = "Completed"
         reason = ""
         if self.canceled:
-            status, reason = "Canceled", "canceled by the user (KeyboardInterrupt)"
+            status, reason = "Canceled", f"canceled: {self._cancel_reason}"
         elif self.abort_reason:
             status, reason = "Failed", self.abort_reason
         elif any(r.status not in ("Succeeded", "Failed") for r in self.records.values()):
@@ -494,9 +542,35 @@ class Scheduler:
                        items_total, self.items_ok, self.items_failed, self.abort_limit, self.workers_started,
                        self.init_failures, start, self._now(), self.timeline, self.shutdown_errors)
 
+    def _install_sigint(self) -> Any:
+        """With worker processes, Ctrl-C becomes a cancel (no KeyboardInterrupt in the middle of
+        the driver's bookkeeping). Only the main thread can set handlers; the inline backend keeps
+        KeyboardInterrupt, which is what stops the user's run() running in this very thread."""
+        if self.backend.name == "inline" or threading.current_thread() is not threading.main_thread():
+            return None
+        try:
+            return signal.signal(signal.SIGINT, self._on_sigint)
+        except (ValueError, OSError):
+            return None
+
+    def _stop_all(self) -> None:
+        """Stop every worker; a KeyboardInterrupt meanwhile (a second Ctrl-C under the inline
+        backend or another handler) kills the rest at once."""
+        while True:
+            try:
+                self._stop_workers()
+                return
+            except KeyboardInterrupt:
+                self.canceled = True
+                self._hurry = True
+                if self._cancel_reason is None:
+                    self._cancel_reason = "KeyboardInterrupt (Ctrl-C or kernel interrupt)"
+
     def _loop(self) -> None:
         backend = self.backend
         while True:
+            if self._cancel_reason is not None:
+                self.canceled = True
             if self.abort_reason or self.canceled:
                 return
             self._fill()
@@ -583,7 +657,10 @@ class Scheduler:
         """Graceful stop (shutdown()) for idle workers; kill the busy ones (abort/cancel)."""
         stopping = []
         for w in list(self.workers):
-            if w.inflight or w.state != "ready":
+            if w.inflight or w.state != "ready" or self._hurry:
+                self.backend.signal_now(w)  # all at once: reaping one by one must not add up
+        for w in list(self.workers):
+            if w.inflight or w.state != "ready" or self._hurry:
                 if w.inflight:
                     self.running -= 1
                     for idx, _a, _mb, _ in w.inflight:
@@ -599,11 +676,14 @@ class Scheduler:
                 stopping.append(w)
             except (OSError, EOFError):
                 self._remove(w, kill=True, reason="could not be stopped")
-        deadline = time.monotonic() + min(STOP_GRACE_S, self.timeout)
+        grace = CANCEL_GRACE_S if self.canceled else STOP_GRACE_S
+        deadline = time.monotonic() + min(grace, self.timeout)
         waiting = list(stopping)
         while waiting:
+            if self._cancel_reason is not None:  # canceled while shutdown() runs: a short grace only
+                deadline = min(deadline, self._cancel_at + CANCEL_GRACE_S)
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._hurry:
                 break
             for h, msg in self.backend.wait(waiting, left):
                 if isinstance(msg, tuple) and msg[0] == "bye" and msg[1]:
@@ -622,6 +702,13 @@ class Scheduler:
         self._maybe_progress(force=True)
 
 
+def memory_hint(exc_type: str) -> str:
+    if exc_type != "MemoryError":
+        return ""
+    return (" (hint: the worker ran out of memory - use a smaller mini_batch_size or fewer workers "
+            "(max_concurrency_per_instance), or free memory between mini-batches)")
+
+
 def describe_exit(code: int | None) -> str:
     """Exit code or signal in words, with the likely cause."""
     import signal as _signal
@@ -634,7 +721,8 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             name = f"signal {-code}"
         cause = {
-            "SIGKILL": "killed (out of memory? the OOM killer sends SIGKILL; or killed by a user/timeout)",
+            "SIGKILL": "killed by SIGKILL - out of memory (the kernel's OOM killer sends SIGKILL) or killed from "
+                       "outside (kill -9, a container limit)",
             "SIGSEGV": "crashed with a segmentation fault (a bug in a C extension?)",
             "SIGABRT": "aborted (a failed assertion in native code?)",
             "SIGBUS": "crashed with a bus error (memory-mapped file gone?)",

@@ -1,10 +1,11 @@
 """A worker process.
 
-Started by the local backend as ``python -m prs_nb.engine.worker <down fd> <up fd>``: one socket
+Started by the local backend as ``python -m prs_nb.engine.worker <down fd> <up fd> <driver pid>``: one socket
 to receive from the driver, one to send to it (the driver writes without blocking, and reads
 results whenever they come, so neither side can wait on the other for ever). It never imports the
 caller's ``__main__`` (functions travel by value with cloudpickle), so a script that calls prs_nb
-needs no ``if __name__ == "__main__"`` guard.
+needs no ``if __name__ == "__main__"`` guard. On Linux it asks the kernel (PR_SET_PDEATHSIG) to
+SIGKILL it when the driver dies, so a SIGKILLed driver or kernel leaves no worker behind.
 
 Protocol (pickled tuples over a multiprocessing Connection)::
 
@@ -26,6 +27,8 @@ from multiprocessing.connection import Connection
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) > 3:
+        _die_with_driver(int(argv[3]))
     down = Connection(int(argv[1]))  # driver -> worker
     up = Connection(int(argv[2]))  # worker -> driver
     # The driver owns interrupts: Ctrl-C in a terminal reaches the whole process group, and the
@@ -56,6 +59,25 @@ def main(argv: list[str]) -> int:
             send(("bye", runtime.stop()))
             _fast_exit()
             return 0
+
+
+def _die_with_driver(driver_pid: int) -> None:
+    """Linux: ask the kernel to SIGKILL this worker when the driver dies (even by SIGKILL, when no
+    cleanup code of the driver runs), so a killed kernel or script leaves no worker behind."""
+    import os
+
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return  # no prctl: the worker still ends when its driver's socket closes
+    if os.getppid() != driver_pid:  # the driver died before prctl took effect
+        os._exit(0)
 
 
 def _fast_exit() -> None:

@@ -1,0 +1,440 @@
+"""Fault tolerance with real worker processes and real signals (issue 3): cancel and Ctrl-C,
+timeouts, crashes, init policy, readable errors. No mocks: every fault here really happens."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import psutil
+import pytest
+
+from prs_nb import Input, Output, RunFunction, parallel_run_function
+from prs_nb import events as ev
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# ---------------------------------------------------------------- entry functions (module level: they pickle)
+
+
+def names(mini_batch):
+    return [os.path.basename(p) for p in mini_batch]
+
+
+def slow_names(mini_batch):
+    time.sleep(0.3)
+    return names(mini_batch)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def make_files(root, n, name="in"):
+    d = root / name
+    d.mkdir()
+    for i in range(n):
+        (d / f"{i:03d}.txt").write_text(str(i))
+    return str(d)
+
+
+def file_job(run, *, name="t", **kw):
+    return parallel_run_function(
+        name=name, inputs={"data": Input(type="uri_folder")}, outputs={"out": Output()},
+        task=RunFunction(run=run, init=kw.pop("init", None), shutdown=kw.pop("shutdown", None),
+                         append_row_to="${{outputs.out}}"), **kw)
+
+
+def env_with_path():
+    env = os.environ.copy()
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def worker_children(pid):
+    try:
+        kids = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    out = []
+    for p in kids:
+        try:
+            if "prs_nb.engine.worker" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def two_workers(pid):
+    return wait_for(lambda: len(worker_children(pid)) == 2 and worker_children(pid))
+
+
+def wait_for(pred, timeout=20.0, step=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not reached in time")
+
+
+def all_gone(procs, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in procs):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class CancelGrabber:
+    """A listener like a notebook Stop button: keeps JobStarted.cancel and presses it on demand."""
+
+    def __init__(self, after_batches, reason):
+        self.after = after_batches
+        self.reason = reason
+        self.cancel = None
+        self.done = 0
+        self.pressed_at = None
+        self.thread = None
+
+    def on_event(self, event):
+        if isinstance(event, ev.JobStarted):
+            self.cancel = event.cancel
+        elif isinstance(event, ev.BatchSucceeded):
+            self.done += 1
+            if self.done == self.after and self.thread is None:
+                # press from another thread, as a widget callback would
+                self.thread = threading.Thread(target=self._press)
+                self.thread.start()
+
+    def _press(self):
+        self.pressed_at = time.monotonic()
+        self.cancel(self.reason)
+
+
+# ---------------------------------------------------------------- cancel and Ctrl-C
+
+
+def test_cancel_from_another_thread_stops_within_2s_with_partial_counts(workdir):
+    path = make_files(workdir, 60)
+    grab = CancelGrabber(after_batches=4, reason="Stop button pressed")
+    job = file_job(slow_names, mini_batch_size="1", max_concurrency_per_instance=2)
+    res = job(data=path).run(progress=False, listeners=[grab])
+    ended = time.monotonic()
+    grab.thread.join()
+    assert res.status == "Canceled", res.summary()
+    assert "Stop button pressed" in res.reason
+    assert ended - grab.pressed_at < 2.0
+    ok = res.counts["succeeded"]
+    assert 4 <= ok < 60 and res.counts["not_run"] == 60 - ok - res.counts["failed"]
+    assert len(res.read_lines()) == ok  # what was appended stays, exactly once
+    assert set(res.batches["status"]) <= {"Succeeded", "Canceled"}
+    # the conftest fixture also fails the test if any worker is left
+
+
+def test_cancel_twice_and_after_the_end_is_harmless(workdir):
+    path = make_files(workdir, 4)
+    grab = CancelGrabber(after_batches=10**6, reason="unused")
+    res = file_job(names, mini_batch_size="1")(data=path).run(progress=False, listeners=[grab])
+    assert res.status == "Completed"
+    grab.cancel("late")
+    grab.cancel("later")  # the run is over: nothing happens, nothing raises
+
+
+DRIVER = textwrap.dedent("""
+    import os, sys, time
+    from prs_nb import Input, Output, RunFunction, parallel_run_function
+
+    MARK = sys.argv[2]
+
+    def run(mini_batch):
+        time.sleep(0.5 if "slow" not in MARK else 60)
+        return [os.path.basename(p) for p in mini_batch]
+
+    def shutdown():
+        open(os.path.join(MARK, "shutdown-" + str(os.getpid())), "w").close()
+        time.sleep(60)
+
+    job = parallel_run_function(name="cancel", inputs={"d": Input(type="uri_folder")}, outputs={"o": Output()},
+                                mini_batch_size="1", max_concurrency_per_instance=int(sys.argv[3]),
+                                task=RunFunction(run=run, shutdown=shutdown, append_row_to="${{outputs.o}}"))
+    print("STARTED", os.getpid(), flush=True)
+    res = job(d=sys.argv[1]).run(progress=False)
+    print("STATUS", res.status, res.counts["succeeded"], res.counts["not_run"], flush=True)
+    print("REASON", res.reason, flush=True)
+    print("OUTPUT", len(res.read_lines()), flush=True)
+""")
+
+
+def start_driver(workdir, files, mark, workers=2):
+    (workdir / "driver.py").write_text(DRIVER)
+    proc = subprocess.Popen([sys.executable, "driver.py", files, str(mark), str(workers)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env_with_path())
+    assert proc.stdout.readline().startswith("STARTED")
+    return proc
+
+
+def test_real_sigint_cancels_within_2s_and_leaves_no_process(workdir):
+    files = make_files(workdir, 40)
+    mark = workdir / "mark"
+    mark.mkdir()
+    proc = start_driver(workdir, files, mark)
+    workers = two_workers(proc.pid)
+    time.sleep(1.2)  # some mini-batches finish
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 2.0, err
+    assert "STATUS Canceled" in out, out + err
+    assert "KeyboardInterrupt" in out and "Traceback" not in err
+    ok = int(out.split("STATUS Canceled")[1].split()[0])
+    assert 0 < ok < 40 and f"OUTPUT {ok}" in out
+    assert all_gone(workers, timeout=0.1)
+
+
+def test_idle_worker_gets_a_1s_grace_and_a_second_ctrl_c_kills_at_once(workdir):
+    # one slow mini-batch keeps a worker busy; the other worker is idle and gets stop -> shutdown()
+    # (which hangs). First Ctrl-C: the busy worker is killed, shutdown() starts. Second: all killed now.
+    files = make_files(workdir, 1)
+    mark = workdir / "slow-mark"
+    mark.mkdir()
+    results = {}
+    for presses in (1, 2):
+        for f in os.listdir(mark):
+            os.remove(mark / f)
+        proc = start_driver(workdir, files, mark, workers=2)
+        workers = two_workers(proc.pid)
+        time.sleep(1.0)  # both workers started; one is in the 60 s run()
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        wait_for(lambda: os.listdir(mark), timeout=5)  # the idle worker's shutdown() is running
+        if presses == 2:
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        results[presses] = time.monotonic() - t0
+        assert "STATUS Canceled 0 1" in out, out + err
+        assert all_gone(workers, timeout=0.1)
+    assert 0.8 <= results[1] < 2.0, results  # grace used, bounded
+    assert results[2] < 0.6, results  # the second Ctrl-C does not wait for shutdown()
+
+
+def test_workers_die_with_a_sigkilled_driver(workdir):
+    files = make_files(workdir, 40)
+    mark = workdir / "mark"
+    mark.mkdir()
+    proc = start_driver(workdir, files, mark)
+    workers = two_workers(proc.pid)
+    proc.kill()
+    proc.communicate(timeout=10)
+    assert all_gone(workers, timeout=2.0), [p.pid for p in workers]
+
+
+@pytest.mark.parametrize("backend", ["inline"])
+def test_keyboard_interrupt_inline_returns_canceled(workdir, backend):
+    def interrupting(mini_batch):
+        if any(p.endswith("003.txt") for p in mini_batch):
+            raise KeyboardInterrupt
+        return names(mini_batch)
+
+    path = make_files(workdir, 8)
+    res = file_job(interrupting, mini_batch_size="1")(data=path).run(progress=False, backend=backend)
+    assert res.status == "Canceled" and res.counts["succeeded"] == 3
+    assert res.read_lines() == ["000.txt", "001.txt", "002.txt"]
+
+
+# ---------------------------------------------------------------- timeouts (contract 6.3)
+
+
+def _hang(kind):
+    if kind == "sleep":
+        time.sleep(60)
+    elif kind == "regex":
+        import re
+
+        re.match(r"(a+)+$", "a" * 40 + "b")  # catastrophic backtracking: C code holding the GIL
+    elif kind == "libc":
+        import ctypes
+
+        ctypes.CDLL(None).sleep(60)  # native sleep, outside the interpreter
+
+
+def mark_init():
+    with open(os.path.join(os.environ["MARK_DIR"], f"init-{os.getpid()}"), "w") as fh:
+        fh.write("1")
+
+
+def hang_on_3(mini_batch):
+    if any(p.endswith("003.txt") for p in mini_batch):
+        _hang(os.environ["HANG"])
+    return names(mini_batch)
+
+
+def hang_first_attempt_on_3(mini_batch):
+    for p in mini_batch:
+        if p.endswith("003.txt") and not os.path.exists(p + ".hung"):
+            open(p + ".hung", "w").close()
+            time.sleep(60)
+    return names(mini_batch)
+
+
+@pytest.mark.parametrize("hang", ["sleep", "regex", "libc"])
+def test_hanging_run_is_killed_recorded_and_retried_on_a_fresh_worker(workdir, hang):
+    marks = workdir / "marks"
+    marks.mkdir()
+    path = make_files(workdir, 6)
+    job = file_job(hang_on_3, init=mark_init, mini_batch_size="1", max_concurrency_per_instance=2,
+                   retry_settings={"max_retries": 1, "timeout": 1},
+                   environment_variables={"MARK_DIR": str(marks), "HANG": hang})
+    t0 = time.monotonic()
+    res = job(data=path).run(progress=False)
+    took = time.monotonic() - t0
+    assert took < 2 * 1 + 5, took  # two 1 s attempts plus start-up: the job finishes on time
+    assert res.status == "Completed" and res.counts["succeeded"] == 5 and res.counts["failed"] == 1
+    errs = res.errors
+    assert list(errs["kind"]) == ["timeout", "timeout"] and list(errs["attempt"]) == [1, 2]
+    assert list(errs["index"]) == [3, 3]
+    assert errs["pid"].iloc[0] != errs["pid"].iloc[1]  # the retry ran on another process
+    assert "retry_settings.timeout = 1s" in errs["message"].iloc[0] and "killed" in errs["message"].iloc[0]
+    # every worker, replacements included, ran init() once
+    assert len(os.listdir(marks)) == res.counts["workers"] >= 3
+    assert sorted(res.read_lines()) == [f"{i:03d}.txt" for i in range(6) if i != 3]
+    batch = res.batches.set_index("index").loc[3]
+    assert batch["status"] == "Failed" and batch["attempts"] == 2 and batch["error_type"] == "TimeoutError"
+
+
+def test_timeout_then_success_on_retry_keeps_every_row_once(workdir):
+    path = make_files(workdir, 6)
+    res = file_job(hang_first_attempt_on_3, mini_batch_size="1", max_concurrency_per_instance=2,
+                   retry_settings={"max_retries": 2, "timeout": 1})(data=path).run(progress=False)
+    assert res.status == "Completed" and res.counts["failed"] == 0
+    assert list(res.errors["kind"]) == ["timeout"]
+    assert sorted(res.read_lines()) == [f"{i:03d}.txt" for i in range(6)]
+
+
+def hanging_init():
+    time.sleep(60)
+
+
+def test_hanging_init_is_bounded_and_stops_the_job(workdir, monkeypatch):
+    from prs_nb.engine import scheduler
+
+    # contract 6.3 allows init() 3 x timeout + 30 s; a shorter grace keeps this test fast
+    monkeypatch.setattr(scheduler, "INIT_GRACE_S", 0.5)
+    path = make_files(workdir, 3)
+    t0 = time.monotonic()
+    res = file_job(names, init=hanging_init, max_concurrency_per_instance=1,
+                   retry_settings={"timeout": 0.5})(data=path).run(progress=False)
+    assert time.monotonic() - t0 < 15
+    assert res.status == "Failed" and res.limit == "init"
+    assert "init() did not finish within 2s" in res.reason
+    assert res.counts["workers"] == 3 and res.counts["not_run"] == 1
+
+
+# ---------------------------------------------------------------- crashes (contract 6.4)
+
+
+def _crash(kind):
+    if kind == "exit":
+        os._exit(5)
+    elif kind == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "segfault":
+        import ctypes
+
+        ctypes.string_at(0)
+    elif kind == "memory":
+        import resource
+
+        with open("/proc/self/status") as fh:
+            vm = next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmSize:"))
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 256 * 2**20, resource.RLIM_INFINITY))
+        hog = [bytearray(64 * 2**20) for _ in range(64)]  # 4 GB: far over the limit
+        return hog
+    return None
+
+
+def crash_on_1(mini_batch):
+    if any(p.endswith("001.txt") for p in mini_batch):
+        _crash(os.environ["CRASH"])
+    return names(mini_batch)
+
+
+def crash_in_init():
+    _crash(os.environ["CRASH"])
+
+
+CRASHES = [
+    ("exit", "worker_died", "exited with code 5"),
+    ("sigkill", "worker_died", "killed by SIGKILL - out of memory"),
+    ("segfault", "worker_died", "SIGSEGV"),
+    ("memory", "exception", "hint: the worker ran out of memory"),
+]
+
+
+@pytest.mark.parametrize("crash,kind,text", CRASHES)
+def test_crash_in_run_fails_the_attempt_with_its_cause(workdir, crash, kind, text):
+    path = make_files(workdir, 4)
+    res = file_job(crash_on_1, mini_batch_size="1", max_concurrency_per_instance=1,
+                   retry_settings={"max_retries": 1}, environment_variables={"CRASH": crash})(data=path).run(
+        progress=False)
+    assert res.status == "Completed" and res.counts["failed"] == 1 and res.counts["succeeded"] == 3
+    errs = res.errors
+    assert list(errs["index"]) == [1, 1] and list(errs["kind"]) == [kind, kind]
+    assert text in errs["message"].iloc[0], errs["message"].iloc[0]
+    if crash == "memory":
+        assert errs["error_type"].iloc[0] == "MemoryError"
+    else:
+        assert str(errs["pid"].iloc[0]) in errs["message"].iloc[0]  # names the process that died
+    assert sorted(res.read_lines()) == ["000.txt", "002.txt", "003.txt"]
+
+
+@pytest.mark.parametrize("crash,text", [("exit", "exited with code 5"), ("sigkill", "SIGKILL"),
+                                        ("segfault", "SIGSEGV"), ("memory", "MemoryError")])
+def test_init_that_keeps_crashing_stops_after_3_per_worker_slot(workdir, crash, text):
+    path = make_files(workdir, 3)
+    t0 = time.monotonic()
+    res = file_job(names, init=crash_in_init, max_concurrency_per_instance=1,
+                   environment_variables={"CRASH": crash})(data=path).run(progress=False)
+    assert time.monotonic() - t0 < 20
+    assert res.status == "Failed" and res.limit == "init"
+    assert "init() failed 3 times (3 allowed per node)" in res.reason and text in res.reason, res.reason
+    assert res.counts["workers"] == 3 and res.counts["succeeded"] == 0
+
+
+def init_fails_but_in_the_first_worker():
+    first = os.path.join(os.environ["MARK_DIR"], "first")
+    try:
+        fd = os.open(first, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.close(fd)
+    except FileExistsError:
+        raise RuntimeError("GPU not available") from None
+
+
+def slow_names_02(mini_batch):
+    time.sleep(0.2)
+    return names(mini_batch)
+
+
+def test_job_wide_init_policy_stops_after_2_x_workers_failures(workdir, monkeypatch):
+    from prs_nb.engine import scheduler
+
+    # the contract's job-wide rule applies once the job has run 2 minutes; here from the start
+    monkeypatch.setattr(scheduler, "INIT_JOB_WIDE_AFTER_S", 0.0)
+    marks = workdir / "marks"
+    marks.mkdir()
+    path = make_files(workdir, 200)
+    res = file_job(slow_names_02, init=init_fails_but_in_the_first_worker, mini_batch_size="1",
+                   max_concurrency_per_instance=2, environment_variables={"MARK_DIR": str(marks)})(data=path).run(
+        progress=False)
+    assert res.status == "Failed" and res.limit == "init", res.reason
+    assert "init() failed 4 times (job-wide limit: 2 x 1 node(s) x 2 worker(s) = 4" in res.reason
+    assert "GPU not available" in res.reason
+    assert res.counts["workers"] == 5 and res.counts["not_run"] > 100
