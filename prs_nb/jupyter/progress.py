@@ -93,7 +93,6 @@ class NotebookProgress:
         self.finished = False
         self.cancel_requested: str | None = None
         self._cancel_fn: Callable[[str], None] | None = None
-        self._raised_cancel = False
         self._last = 0.0
         self._lock = threading.Lock()
         self.bar = nb_tqdm(total=None, desc=job_name, unit="mb", display=False, leave=True, mininterval=0)
@@ -138,12 +137,6 @@ class NotebookProgress:
         if handler is None:
             return
         handler(event)
-        if (self.cancel_requested is not None and self._cancel_fn is None and not self._raised_cancel
-                and isinstance(event, (ev.BatchStarted, ev.BatchSucceeded, ev.BatchFailed))):
-            # An engine without a cancel callable: these events are emitted inside the scheduler's
-            # loop, which treats KeyboardInterrupt as a cancel (as Ctrl-C / the kernel's Interrupt).
-            self._raised_cancel = True
-            raise KeyboardInterrupt(self.cancel_requested)
         now = time.monotonic()
         if now - self._last >= self.min_interval:
             self._last = now
