@@ -353,29 +353,31 @@ class JobForm:
         """Check the form; show the message beside the field it is about. Returns the spec or None."""
         for err in self.errors.values():
             err.value = ""
+        self.message.value = ""
         try:
             spec = self.to_spec()
-            if spec.task.run is None and not spec.task.entry_script:
-                raise PrsError("task.entry_script is empty: give an entry script (and its code folder), or "
-                               "open the form from a %%parallel_run cell that defines run()")
         except PrsError as exc:
-            text = str(exc)
-            key = self._field_for(text)
-            import html
-
-            if key is not None:
-                self.errors[key].value = f"<span style='color:#c62828'>{html.escape(text)}</span>"
-            self.message.value = f"<span style='color:#c62828'>&#9888; {html.escape(text)}</span>"
-            self.run_button.disabled = True
+            self._show_error(str(exc))
             self.preview.value = ""
             return None
-        self.message.value = ""
-        busy = self._thread is not None and self._thread.is_alive()
         if self.update_preview(spec) == -1:  # the input cannot be listed: the message is on input_path
             self.run_button.disabled = True
             return None
-        self.run_button.disabled = busy
+        if spec.task.run is None and not spec.task.entry_script:
+            self._show_error("task.entry_script is empty: give an entry script (and its code folder), or open "
+                             "the form from a %%parallel_run cell that defines run()")
+            return None
+        self.run_button.disabled = self._thread is not None and self._thread.is_alive()
         return spec
+
+    def _show_error(self, text: str) -> None:
+        import html
+
+        key = self._field_for(text)
+        if key is not None:
+            self.errors[key].value = f"<span style='color:#c62828'>{html.escape(text)}</span>"
+        self.message.value = f"<span style='color:#c62828'>&#9888; {html.escape(text)}</span>"
+        self.run_button.disabled = True
 
     def _field_for(self, message: str) -> str | None:
         best: tuple[int, str] | None = None

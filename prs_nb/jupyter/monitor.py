@@ -242,8 +242,9 @@ def latest_runs(runs_root: str = "prs_runs", limit: int = 20) -> list[str]:
     return sorted(runs, key=os.path.getmtime, reverse=True)[:limit]
 
 
-def run_picker(runs_root: str = "prs_runs") -> Any:
-    """A small app: pick a run under ``runs_root`` (or type a path), open it in a RunMonitor."""
+def run_picker(runs_root: str = "prs_runs", *, open_latest: bool = True) -> Any:
+    """A small app: pick a run under ``runs_root`` (or type a path), open it in a RunMonitor.
+    ``open_latest`` (True) opens the newest run at once."""
     import ipywidgets as w
 
     path = w.Combobox(options=latest_runs(runs_root), placeholder="prs_runs/<job>/<run id>",
@@ -283,4 +284,6 @@ def run_picker(runs_root: str = "prs_runs") -> Any:
     rescan.on_click(do_rescan)
     box.open_run = open_run  # for scripted use and tests
     box.monitors = current
+    if open_latest and path.value:
+        open_run()
     return box

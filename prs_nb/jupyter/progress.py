@@ -96,6 +96,10 @@ class NotebookProgress:
         self._last = 0.0
         self._lock = threading.Lock()
         self.bar = nb_tqdm(total=None, desc=job_name, unit="mb", display=False, leave=True, mininterval=0)
+        # tqdm sizes its bar for an output area; inside our VBox give it the width explicitly
+        self.bar.container.layout.width = "100%"
+        self.bar.container.children[1].layout.flex = "2"
+        self.bar.container.children[1].layout.min_width = "240px"
         self.title = w.HTML(status_html(job_name, self.status))
         self.workers_html = w.HTML()
         self.errors_html = w.HTML()

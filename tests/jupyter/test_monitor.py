@@ -77,7 +77,6 @@ def test_not_a_run_dir_is_a_clear_error(workdir):
 def test_picker_opens_the_newest_run(workdir):
     result = make_job(workdir, n=4).run(progress=False)
     picker = run_picker(str(workdir / "prs_runs"))
-    picker.open_run()
     mon = picker.monitors[0]
     mon._thread.join(30)
     assert mon.state.run_dir == result.run_dir and mon.finished
