@@ -55,6 +55,14 @@ def load_ipython_extension(ipython: Any) -> None:
     _load(ipython)
 
 
+def load(path: Any) -> Any:
+    """Read an Azure ML YAML file (see :func:`prs_nb.yamlio.load.load`): a parallel component ->
+    ParallelJob, a pipeline job -> PipelineJob; both have ``.run()``."""
+    from prs_nb.yamlio.load import load as _load
+
+    return _load(path)
+
+
 def __getattr__(name: str) -> Any:
     # v1 classes are loaded on first use, keeping `import prs_nb` (and every worker) light.
     if name in ("ParallelRunConfig", "ParallelRunStep"):
@@ -77,6 +85,7 @@ __all__ = [
     "JobSpec",
     "RunResult",
     "run_job",
+    "load",
     "parse_mini_batch_size",
     "ParallelRunConfig",
     "ParallelRunStep",

@@ -259,15 +259,24 @@ class ParallelJob:
 
         return spec_to_dict(self._spec)
 
-    def to_yaml(self, path: str | None = None) -> str:
-        """The job as an Azure ML parallel component YAML; written to ``path`` when given."""
-        import yaml
+    def to_yaml(self, path: str | os.PathLike[str] | None = None, *, code_dir: str | None = None,
+                environment: Any = None, base_dir: str | None = None) -> str:
+        """The job as Azure ML YAML (contract 3), written to ``path`` when given; returns the text.
 
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        return text
+        An unbound job is a ``type: parallel`` component; a job with bound inputs or output paths is a
+        ``type: pipeline`` job with one parallel node (load either back with ``prs_nb.load``). Functions
+        from a notebook are written as ``<code_dir>/<name>_entry.py`` (``code_dir`` default: the task's
+        code folder, else ``<stem>_src`` next to the file); without an ``environment`` (a reference, a
+        conda file or a dict) a conda file for this interpreter is written as ``<stem>.conda.yml``.
+        Without ``path`` only the component text is returned (no files written; functions need a path).
+        """
+        if path is None:
+            import yaml
+
+            return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        from prs_nb.yamlio.export import job_to_yaml
+
+        return job_to_yaml(self._spec, path, code_dir=code_dir, environment=environment, base_dir=base_dir)
 
     def __repr__(self) -> str:
         s = self._spec

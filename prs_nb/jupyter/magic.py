@@ -193,35 +193,17 @@ def build_job(options: dict[str, Any], functions: dict[str, Any], source: str | 
 
 
 def export_job(job: ParallelJob, path: str) -> str:
-    """Write ``job`` as Azure ML YAML at ``path``, its cell source becoming ``<name>_src/entry.py``
-    beside it (a real entry script: the YAML runs again with ``prs-nb run`` or on Azure).
-    Returns the entry script's path."""
-    spec = job.spec
-    source = spec.task.source
-    if not source:
+    """Write ``job`` as Azure ML YAML at ``path`` with ``job.to_yaml`` (the cell's source becomes a real
+    entry script in ``<stem>_src/`` beside it; see :mod:`prs_nb.yamlio.export`). Returns the entry
+    script's path."""
+    from prs_nb.yaml_io import component_name
+
+    if not job.spec.task.source:
         raise PrsError("this job has no cell source to export: define init/run in the %%parallel_run cell")
-    folder = os.path.dirname(os.path.abspath(path))
-    code_rel = f"{spec.name}_src"
-    code_dir = os.path.join(folder, code_rel)
-    os.makedirs(code_dir, exist_ok=True)
-    entry = os.path.join(code_dir, "entry.py")
-    kept = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
-    with open(entry, "w", encoding="utf-8") as fh:
-        fh.write(f"# Entry script exported by prs_nb from a %%parallel_run cell (job {spec.name!r}).\n")
-        fh.write("\n".join(kept).rstrip() + "\n")
-    t = spec.task
-    task = RunFunction(code=code_rel, entry_script="entry.py", program_arguments=t.program_arguments,
-                       append_row_to=t.append_row_to, model=t.model, environment=t.environment)
-    inputs = dict(spec.inputs)
-    data_name = spec.input_data_name
-    bound = spec.bindings.get(data_name) if data_name else None
-    if data_name and isinstance(bound, (str, os.PathLike)):
-        port = inputs[data_name]
-        inputs[data_name] = Input(type=port.type, path=os.path.abspath(os.fspath(bound)), mode=port.mode,
-                                  description=port.description)
-    exported = ParallelJob(spec.replace(task=task, inputs=inputs))
-    exported.to_yaml(path)
-    return entry
+    job.to_yaml(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return os.path.join(os.path.dirname(os.path.abspath(path)), f"{stem}_src",
+                        f"{component_name(job.spec.name)}_entry.py")
 
 
 def dry_run_table(job: ParallelJob, limit: int = 20) -> tuple[int, Any]:

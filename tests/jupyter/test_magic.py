@@ -153,11 +153,13 @@ def test_export_writes_yaml_and_a_real_entry_script(ip, workdir):
     ip.run_cell_magic("parallel_run", "--input data --mini_batch_size 2 --name scorer --append_row_to "
                       "--program_arguments '--k 1' --export out/scorer.yml", RUN_NAMES)
     doc = yaml.safe_load((workdir / "out" / "scorer.yml").read_text())
-    assert doc["type"] == "parallel" and doc["name"] == "scorer"
-    assert doc["task"]["code"] == "scorer_src" and doc["task"]["entry_script"] == "entry.py"
-    assert doc["mini_batch_size"] == "2" and doc["task"]["append_row_to"] == "${{outputs.results}}"
-    assert doc["task"]["program_arguments"] == "--k 1"
-    entry = workdir / "out" / "scorer_src" / "entry.py"
+    assert doc["type"] == "pipeline" and doc["inputs"]["data"]["path"] == "../data"  # bound: a pipeline job
+    comp = doc["jobs"]["scorer"]["component"]
+    assert comp["type"] == "parallel" and comp["mini_batch_size"] == "2"
+    assert comp["task"]["code"] == "./scorer_src" and comp["task"]["entry_script"] == "scorer_entry.py"
+    assert comp["task"]["append_row_to"] == "${{outputs.results}}" and comp["task"]["program_arguments"] == "--k 1"
+    entry = workdir / "out" / "scorer_src" / "scorer_entry.py"
+    assert "return [os.path.basename(p) for p in mini_batch]" in entry.read_text()  # the cell, as written
     mod = runpy.run_path(str(entry))
     assert mod["run"](["/x/a.txt"]) == ["a.txt"]
     assert not (workdir / "prs_runs").exists()  # export alone does not run the job
