@@ -216,18 +216,19 @@ def output_port(where: Where, name: str, d: Any, base: str) -> Output:
 
 # ---------------------------------------------------------------------------------------------- component
 def spec_from_component(doc: Mapping[str, Any], where: Where, base: str, *, node: bool = False,
-                        default_name: str | None = None) -> JobSpec:
+                        default_name: str | None = None, check_unknown: bool = True) -> JobSpec:
     """A JobSpec from a parallel component dict (or a node's merged component + node keys when ``node``)."""
     known = COMPONENT_KEYS + (NODE_KEYS + ("inputs", "outputs") if node else ())
-    if not node and "environment_variables" in doc:
+    if not node and "environment_variables" in doc and check_unknown:
         warnings.warn(YamlKeyWarning(
             f"{where.path}: environment_variables is not a key of a parallel component: Azure ML drops it there "
             "(put it on the pipeline node); prs_nb applies it when running this file locally",
             path=where.path, key=where.key("environment_variables")), stacklevel=3)
         known = known + ("environment_variables",)
-    where.unknown(doc, known, "a parallel component" if not node else "a parallel node")
     ext = _mapping(where, EXTENSION_KEY, doc.get(EXTENSION_KEY) or {})
-    where.sub(EXTENSION_KEY).unknown(ext, EXTENSION_KEYS, f"the {EXTENSION_KEY} section")
+    if check_unknown:
+        where.unknown(doc, known, "a parallel component" if not node else "a parallel node")
+        where.sub(EXTENSION_KEY).unknown(ext, EXTENSION_KEYS, f"the {EXTENSION_KEY} section")
 
     name = doc.get("name", default_name)
     if name is None:

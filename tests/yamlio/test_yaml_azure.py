@@ -6,6 +6,7 @@ is missing. It is imported once per module (the import takes about two seconds).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -14,8 +15,9 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from yaml_strategies import job_specs
+from yaml_strategies import job_specs, pipelines
 
+from prs_nb.pipeline import CommandNode, PipelineJob
 from prs_nb.spec import JobSpec
 from prs_nb.yamlio.export import is_bound, job_to_yaml
 
@@ -100,3 +102,23 @@ def test_random_exports_pass_azure_validation(azure: Any, spec: JobSpec) -> None
         assert list(comp.partition_keys) == list(spec.partition_keys)
     if is_bound(spec) and spec.environment_variables:
         assert dict(node.environment_variables) == dict(spec.environment_variables)
+
+
+def _azure_ready(pj: PipelineJob) -> PipelineJob:
+    """Azure requires an environment on command jobs and a compute somewhere: fill both in."""
+    jobs = {n: dataclasses.replace(j, environment=j.environment or "azureml:AzureML-sklearn-1.0@latest")
+            if isinstance(j, CommandNode) else j for n, j in pj.jobs.items()}
+    return dataclasses.replace(pj, jobs=jobs, settings={**pj.settings, "default_compute": "azureml:cpu-cluster"})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(pj=pipelines(ROOT))
+def test_random_pipelines_pass_azure_validation(azure: Any, pj: PipelineJob) -> None:
+    pj = _azure_ready(pj)
+    path = _path()
+    pj.to_yaml(path)
+    job = azure_load(azure, path, "job")
+    assert sorted(job.jobs) == sorted(pj.jobs)
+    for name, node in pj.jobs.items():
+        assert job.jobs[name].type == node.type

@@ -6,9 +6,10 @@ import os
 import tempfile
 
 from hypothesis import HealthCheck, given, settings
-from yaml_strategies import job_specs
+from yaml_strategies import job_specs, pipelines
 
 import prs_nb
+from prs_nb.pipeline import PipelineJob
 from prs_nb.spec import JobSpec
 from prs_nb.yamlio.export import is_bound, job_to_yaml
 
@@ -47,3 +48,28 @@ def test_component_roundtrip_is_identity(spec: JobSpec) -> None:
     path, back = _roundtrip(spec)
     assert not is_bound(spec)
     assert back == spec, (_diff(spec, back), open(path).read())
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=job_specs(ROOT, bound=True))
+def test_bound_job_roundtrip_is_identity(spec: JobSpec) -> None:
+    """A bound job exports as a one-node pipeline job; loading it and taking its parallel job back
+    gives the same spec, bindings and output paths included."""
+    path, back = _roundtrip(spec)
+    assert is_bound(spec)
+    loaded = prs_nb.load(path)
+    assert isinstance(loaded, PipelineJob)
+    assert back == spec, (_diff(spec, back), open(path).read())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pj=pipelines(ROOT))
+def test_pipeline_roundtrip_is_identity(pj: PipelineJob) -> None:
+    path = _path()
+    pj.to_yaml(path)
+    back = prs_nb.load(path)
+    assert back == pj, open(path).read()
+    # and once more from the re-exported file: the text is stable
+    again = _path()
+    back.to_yaml(again)
+    assert open(again).read() == open(path).read()

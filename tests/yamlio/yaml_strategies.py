@@ -6,6 +6,7 @@ import os
 
 from hypothesis import strategies as st
 
+from prs_nb.pipeline import CommandNode, JobOutput, Node, ParallelNode, ParentInput, ParentOutput, PipelineJob
 from prs_nb.spec import Input, JobSpec, Output, Resources, RetrySettings, RunFunction
 
 NAME = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True)
@@ -115,4 +116,69 @@ def job_specs(draw: st.DrawFn, root: str, *, bound: bool | None = None) -> JobSp
         backend=draw(st.sampled_from(["local", "inline"])),
         runs_root=draw(st.sampled_from(["prs_runs", "elsewhere/runs"])),
         api=draw(st.sampled_from(["v2", "v1"])),
+    )
+
+
+@st.composite
+def pipelines(draw: st.DrawFn, root: str) -> PipelineJob:
+    """A random pipeline: command and parallel nodes wired through pipeline inputs, literal values,
+    data specs and other nodes' outputs (always acyclic: a node uses only earlier nodes)."""
+    p_inputs: dict[str, Input] = {
+        "raw": Input(type="uri_folder", path=os.path.join(root, "data")),
+        "mbs": Input(type="string", default="2"),
+        "k": Input(type="integer", default=draw(st.integers(0, 9))),
+    }
+    if draw(st.booleans()):
+        p_inputs["flag"] = Input(type="boolean", default=draw(st.booleans()))
+    p_outputs = {"final": Output(type="uri_folder", path=os.path.join(root, "final"))} if draw(st.booleans()) else {}
+    jobs: dict[str, Node] = {}
+    produced: list[JobOutput] = []
+    n = draw(st.integers(1, 4))
+    for i in range(n):
+        name = f"step{i}"
+        if draw(st.booleans()):
+            src = draw(st.sampled_from([ParentInput("raw"), *produced]))
+            jobs[name] = CommandNode(
+                name=name, command="cp -r ${{inputs.src}}/. ${{outputs.out}} $[[&& echo ${{inputs.k}}]]",
+                inputs={"src": src, "k": ParentInput("k")}, output_types={"out": "uri_folder"},
+                environment_variables=draw(st.dictionaries(st.from_regex(r"[A-Z]{1,5}", fullmatch=True), WORD,
+                                                           max_size=2)),
+                timeout=draw(st.none() | st.integers(1, 3600)),
+                environment=draw(st.none() | st.just("azureml:AzureML-sklearn-1.0@latest")),
+                compute=draw(st.none() | st.just("azureml:cpu-cluster")),
+                code=draw(st.none() | st.just(os.path.join(root, "src"))),
+            )
+            produced.append(JobOutput(name, "out"))
+        else:
+            spec = draw(job_specs(root, bound=False))
+            spec = spec.replace(experiment_name=None, name=f"comp{i}")
+            data_name = spec.input_data_name
+            assert data_name is not None
+            ins: dict[str, object] = {data_name: draw(st.sampled_from([ParentInput("raw"), *produced,
+                                                                        Input(type="uri_folder",
+                                                                              path=os.path.join(root, "d2"))]))}
+            for pname, port in spec.inputs.items():
+                required = not port.optional and port.default is None
+                if pname != data_name and not port.is_literal and (required or draw(st.booleans())):
+                    ins[pname] = draw(st.sampled_from([ParentInput("raw"), *produced]))
+                if pname != data_name and port.is_literal and (required or draw(st.booleans())):
+                    ins[pname] = draw(st.sampled_from([ParentInput("k"), 3])) if port.type == "integer" else \
+                        ParentInput("mbs") if port.type == "string" else port.default if port.default is not None \
+                        else ParentInput("k") if port.type == "number" else True
+            outs: dict[str, object] = {}
+            for oname, oport in spec.outputs.items():
+                if p_outputs and oport.type == "uri_folder" and draw(st.booleans()):
+                    outs[oname] = ParentOutput("final")
+                elif draw(st.booleans()):
+                    outs[oname] = Output(type=oport.type, path=os.path.join(root, "o", oname))
+                if oport.type == "uri_folder" and draw(st.booleans()):
+                    produced.append(JobOutput(name, oname))
+            jobs[name] = ParallelNode(name=name, spec=spec, inputs=ins, outputs=outs)
+    return PipelineJob(
+        display_name=draw(st.none() | TEXT), description=draw(st.none() | TEXT),
+        experiment_name=draw(st.none() | WORD), tags=draw(st.dictionaries(WORD, WORD, max_size=2)),
+        inputs=p_inputs, outputs=p_outputs,
+        settings=draw(st.sampled_from([{}, {"default_compute": "azureml:cpu-cluster"},
+                                       {"default_compute": "azureml:cpu-cluster", "continue_on_step_failure": True}])),
+        jobs=jobs,
     )
