@@ -324,15 +324,16 @@ class JobForm:
             bound = bound.path
         if bound is None and port is not None:
             bound = port.path
-        values["input_path"] = "" if bound is None or not isinstance(bound, (str, os.PathLike)) else os.fspath(bound)
+        values["input_path"] = ("" if bound is None or not isinstance(bound, (str, os.PathLike))
+                                else self._relative(os.fspath(bound)))
         values["input_type"] = port.type if port is not None and port.type in _INPUT_TYPES else "uri_folder"
         out = spec.append_row_output
         values["append_row"] = out is not None
-        values["output_path"] = (spec.output_bindings.get(out) or spec.outputs[out].path or "") if out else ""
+        values["output_path"] = self._relative(spec.output_bindings.get(out) or spec.outputs[out].path or "") if out else ""
         values["resources.instance_count"] = spec.resources.instance_count
         values["retry_settings.max_retries"] = spec.retry_settings.max_retries
         values["retry_settings.timeout"] = float(spec.retry_settings.timeout)
-        values["task.code"] = spec.task.code or ""
+        values["task.code"] = self._relative(spec.task.code or "")
         values["task.entry_script"] = spec.task.entry_script or ""
         values["task.program_arguments"] = spec.task.program_arguments or ""
         if spec.task.uses_functions:
@@ -340,6 +341,15 @@ class JobForm:
                                                 ("shutdown", spec.task.shutdown)) if v is not None}
             self.source = spec.task.source
         self.set_values(**values)
+
+    def _relative(self, path: str) -> str:
+        """A path under the working folder as a relative path (YAML loading makes paths absolute)."""
+        base = os.path.abspath(self.base_dir or os.getcwd())
+        if path and os.path.isabs(path) and "://" not in path:
+            rel = os.path.relpath(path, base)
+            if not rel.startswith(".."):
+                return rel
+        return path
 
     def job(self) -> ParallelJob:
         return ParallelJob(self.to_spec())
@@ -468,19 +478,22 @@ class JobForm:
             self.progress.cancel("stopped from the job form")
 
     def export_yaml(self, path: str) -> str:
-        """Write the job as YAML at ``path`` (the message line says where); returns the text."""
-        from prs_nb.jupyter.yaml_bridge import dump_job
-
-        spec = self.to_spec()
-        text = dump_job(spec, path)
+        """Write the job as Azure ML YAML at ``path`` with ``job.to_yaml`` (a pipeline job when the input
+        is bound, else a parallel component); returns the text."""
+        text = self.job().to_yaml(path, base_dir=self.base_dir)
         self.message.value = f"<span class='prs-exported' style='color:#2e7d32'>exported to {path}</span>"
         return text
 
     def load_yaml(self, path: str) -> None:
-        """Fill the form from a YAML file written by :meth:`export_yaml`, ``job.to_yaml`` or by hand."""
-        from prs_nb.jupyter.yaml_bridge import load_job
+        """Fill the form from an Azure ML YAML file (``prs_nb.load``): a parallel component, or a
+        pipeline job with one parallel node (what Export YAML writes)."""
+        from prs_nb.pipeline import PipelineJob
+        from prs_nb.yamlio.load import load
 
-        self.set_spec(load_job(path))
+        job = load(path)
+        if isinstance(job, PipelineJob):
+            job = job.to_parallel_job()
+        self.set_spec(job.spec)
         self.message.value = f"<span style='color:#2e7d32'>loaded {path}</span>"
 
     def _on_python_toggle(self, change: Any) -> None:

@@ -202,10 +202,11 @@ def test_job_builder_in_jupyterlab(appdir, lab, browser):
     page.locator("button.widget-button", has_text="Export YAML").click()
     _wait_text(page, ".prs-form-message", "exported to exported/job.yml")
     doc = yaml.safe_load(open(os.path.join(appdir, "exported", "job.yml")))
-    assert doc["type"] == "parallel" and doc["mini_batch_size"] == "2"
-    assert doc["task"]["code"] == "demo/src" and doc["task"]["entry_script"] == "score.py"
-    assert doc["retry_settings"]["max_retries"] == 1 and doc["max_concurrency_per_instance"] == 2
-    assert doc["x-prs_nb"]["bindings"] == {"data": "demo/data"}
+    assert doc["type"] == "pipeline" and doc["inputs"]["data"]["path"] == "../demo/data"
+    comp = doc["jobs"]["parallel_job"]["component"]
+    assert comp["mini_batch_size"] == "2" and comp["max_concurrency_per_instance"] == 2
+    assert comp["task"]["code"] == "../demo/src" and comp["task"]["entry_script"] == "score.py"
+    assert comp["retry_settings"]["max_retries"] == 1 and comp["task"]["append_row_to"] == "${{outputs.results}}"
 
     # a long job, stopped with the Stop button
     _fill(page, "task-entry_script", "slow.py")

@@ -141,18 +141,32 @@ def test_stop_button_cancels_the_job(project):
 def test_yaml_round_trip_is_the_identity(project):
     form = filled(project, mini_batch_error_threshold=2, allowed_failed_percent=40.0, append_row=True,
                   output_path="out/scores.txt", environment_variables="K=v", logging_level="DEBUG",
-                  description="demo", partition_keys="", **{"task.program_arguments": "--k 1"})
-    form.yaml_path.value = str(project / "job.yml")
+                  description="demo", partition_keys="", backend="inline", ordered_output=True,
+                  **{"task.program_arguments": "--k 1", "retry_settings.timeout": 12.5})
+    form.yaml_path.value = "job.yml"
     form.export_button.click()
     assert "exported to" in form.message.value
     doc = yaml.safe_load((project / "job.yml").read_text())
-    assert doc["type"] == "parallel" and doc["mini_batch_error_threshold"] == 2
-    assert doc["task"]["entry_script"] == "score.py" and doc["x-prs_nb"]["bindings"] == {"data": "data"}
+    assert doc["type"] == "pipeline" and doc["inputs"]["data"]["path"] == "./data"  # bound input: a pipeline job
+    comp = next(iter(doc["jobs"].values()))["component"]
+    assert comp["mini_batch_error_threshold"] == 2 and comp["task"]["entry_script"] == "score.py"
+    assert comp["retry_settings"] == {"max_retries": 2, "timeout": 12.5}
     other = JobForm()
-    other.yaml_path.value = str(project / "job.yml")
+    other.yaml_path.value = "job.yml"
     other.load_button.click()
+    assert "loaded job.yml" in other.message.value
     assert other.values() == form.values()
     assert other.to_spec() == form.to_spec()
+
+
+def test_load_yaml_reports_a_bad_file(project):
+    (project / "bad.yml").write_text("type: parallel\nname: x\nmini_batch_size: '10 MB'\n")
+    form = filled(project)
+    before = form.values()
+    form.yaml_path.value = "bad.yml"
+    form.load_button.click()
+    assert "&#9888; bad.yml: " in form.message.value  # the loader's message, naming the file
+    assert form.values() == before  # nothing half-loaded
 
 
 def test_show_as_python_builds_the_same_job(project):
