@@ -254,6 +254,8 @@ class NotebookProgress:
         bar = self.bar
         if self.total is not None and bar.total != self.total:
             bar.total = self.total
+            # a bar made without a total is a full "unknown" bar (max 1); tqdm.notebook only resizes it in reset()
+            bar.container.children[1].max = max(1, self.total)
         bar.n = self.done
         bar.set_postfix(failed=self.failed, retried=self.retried, items=self.items_ok,
                         items_failed=self.items_failed, refresh=False)

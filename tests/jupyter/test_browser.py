@@ -244,15 +244,53 @@ def test_run_monitor_in_jupyterlab(appdir, lab, browser):
     page.close()
 
 
-def test_job_builder_in_voila(appdir, browser):
+MAGIC_NB_CELLS = [
+    "%load_ext prs_nb",
+    "import os\nos.makedirs('slow_data', exist_ok=True)\n"
+    "for i in range(60):\n    open(f'slow_data/s{i:02d}.txt', 'w').write('x')",
+    "%%parallel_run --input slow_data --mini_batch_size 1 -c 1 --max_retries 0 --name slow_magic -o r\n"
+    "import time\ndef run(mini_batch):\n    time.sleep(0.3)\n    return list(mini_batch)",
+    "print('AFTER', r.status)",
+]
+
+
+def test_stop_button_of_a_running_magic_cell(appdir, lab, browser):
+    """The cell keeps the kernel's main thread busy; the click must still cancel the job."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in MAGIC_NB_CELLS]
+    nbformat.write(nb, os.path.join(appdir, "magic_stop.ipynb"))
+    page = browser.new_page()
+    _open_and_run_all(page, lab, "magic_stop.ipynb")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.prs-progress .prs-status')].some("
+        "e => /Running/.test(e.textContent) && /[1-9]\\d*\\/60 mini-batches/.test(e.textContent))", timeout=90_000)
+    clicked = time.monotonic()
+    page.locator(".prs-progress button.widget-button", has_text="Stop").click()
+    _wait_text(page, ".prs-progress .prs-status", "Canceled", timeout=30_000)
+    _wait_text(page, ".jp-OutputArea-output", "ParallelRunFailed", timeout=30_000)
+    took = time.monotonic() - clicked
+    assert took < 10, f"Stop took {took:.1f}s"  # 60 x 0.3 s = 18 s of work were left
+    text = page.inner_text(".jp-Notebook")
+    assert "stopped with the Stop button" in text and "/60 mini-batches" in text
+    # "run all" stopped at the failing cell: the next cell never ran
+    outputs = " ".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+    assert "AFTER" not in outputs
+    page.locator(".jp-Cell").nth(2).screenshot(path=os.path.join(SHOTS, "magic_stopped.png"))
+    page.close()
+
+
+def test_widget_apps_in_voila(appdir, browser):
     port = _free_port()
-    cmd = [sys.executable, "-m", "voila", "job_builder.ipynb", "--no-browser", "--Voila.ip=127.0.0.1",
-           f"--port={port}", "--Voila.tornado_settings={'disable_check_xsrf': True}"]
+    cmd = [sys.executable, "-m", "voila", ".", "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}"]
     proc, log = _start(cmd, appdir, "voila")
     try:
         _wait_http(f"http://127.0.0.1:{port}/", proc, log, timeout=120)
         page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded", timeout=120_000)
+        page.goto(f"http://127.0.0.1:{port}/voila/render/job_builder.ipynb", wait_until="domcontentloaded",
+                  timeout=120_000)
         page.wait_for_selector(".prs-job-form", timeout=120_000)
         _no_widget_errors(page, "body")
         _fill(page, "input_path", "demo/data")
@@ -262,6 +300,12 @@ def test_job_builder_in_voila(appdir, browser):
         _wait_text(page, ".prs-field-error", "mini_batch_size must look like")
         assert page.locator("button.widget-button", has_text="Run").first.is_disabled()
         page.locator(".prs-job-form").first.screenshot(path=os.path.join(SHOTS, "job_builder_voila.png"))
+        page.goto(f"http://127.0.0.1:{port}/voila/render/run_monitor.ipynb", wait_until="domcontentloaded",
+                  timeout=120_000)
+        page.wait_for_selector(".prs-run-picker", timeout=120_000)
+        _no_widget_errors(page, "body")
+        if os.path.isdir(os.path.join(appdir, "prs_runs")):  # the JupyterLab tests made runs: one is shown
+            page.wait_for_selector(".prs-run-monitor .prs-status", timeout=60_000)
         page.close()
     finally:
         _stop(proc)

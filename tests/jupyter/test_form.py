@@ -117,6 +117,7 @@ def test_run_button_shows_progress_and_error_table(project):
     assert result.counts["failed"] == 1 and result.counts["succeeded"] == 24
     p = form.progress
     assert p.bar.n == p.bar.total == 25
+    assert p.bar.container.children[1].max == p.bar.container.children[1].value == 25
     assert p.bar.container.children[1].bar_style == "warning"  # completed, one mini-batch tolerated
     assert "f07.txt is corrupt" in p.errors_html.value and "<td>7</td>" in p.errors_html.value
     assert "2 (failed)" in p.errors_html.value and "1 (retrying)" in p.errors_html.value
@@ -134,6 +135,8 @@ def test_stop_button_cancels_the_job(project):
     result = form.wait(60)
     assert result.status == "Canceled"
     assert result.counts["succeeded"] < 25
+    pbar = form.progress.bar.container.children[1]
+    assert pbar.max == 25 and pbar.value == result.counts["succeeded"] + result.counts["failed"] < 25
     assert form.progress.bar.container.children[1].bar_style == "danger"
     assert "Canceled" in form.progress.title.value
 

@@ -75,3 +75,26 @@ def test_plot_timeline_lanes_and_colours(result):
     colours = {tuple(round(x, 3) for x in c.get_facecolor()[0]) for c in ax.collections}
     assert len(colours) == len(outcomes)
     plt.close(ax.figure)
+
+
+def test_html_and_timeline_need_no_ipython(workdir):
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, matplotlib; matplotlib.use('Agg')\n"
+        "from prs_nb import Input, RunFunction, parallel_run_function\n"
+        "def run(mb): return list(mb)\n"
+        "import os; os.makedirs('d', exist_ok=True); open('d/a.txt', 'w').write('x')\n"
+        "r = parallel_run_function(name='n', inputs={'d': Input(type='uri_folder', path='d')}, backend='inline',\n"
+        "                          task=RunFunction(run=run)).run(progress=False)\n"
+        "assert 'Completed' in r._repr_html_(); r.plot_timeline()\n"
+        "bad = [m for m in ('IPython', 'ipywidgets', 'tqdm.notebook', 'ipykernel') if m in sys.modules]\n"
+        "print('BAD', bad)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=root))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "BAD []" in out.stdout
