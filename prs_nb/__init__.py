@@ -50,6 +50,13 @@ def run_job(spec: JobSpec, **kwargs: Any) -> RunResult:
     return _run(spec, **kwargs)
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext prs_nb``: registers ``%%parallel_run`` and ``%parallel_run_defaults``."""
+    from prs_nb.jupyter.magic import load_ipython_extension as _load
+
+    _load(ipython)
+
+
 def load(path: Any) -> Any:
     """Read an Azure ML YAML file (see :func:`prs_nb.yamlio.load.load`): a parallel component ->
     ParallelJob, a pipeline job -> PipelineJob; both have ``.run()``."""

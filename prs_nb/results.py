@@ -5,7 +5,6 @@ pandas is imported only when a table is asked for, so worker processes never pay
 
 from __future__ import annotations
 
-import html
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,31 +179,16 @@ class RunResult:
         return self.summary()
 
     def _repr_html_(self) -> str:
-        c = self.counts
-        color = {"Completed": "#2e7d32", "Failed": "#c62828", "Canceled": "#ef6c00"}.get(self.status, "#555")
-        rows = "".join(
-            f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
-            for k, v in [("mini-batches", f"{c.get('succeeded', 0)} succeeded / {c.get('failed', 0)} failed / "
-                                          f"{c.get('total', 0)} total"),
-                         ("items", f"{c.get('items_succeeded', 0)} succeeded / {c.get('items_failed', 0)} failed"),
-                         ("duration", f"{self.duration:.2f} s"),
-                         ("output", self.output_path or "(summary_only)"),
-                         ("logs", self.logs_dir)]
-        )
-        err = ""
-        if self._error_rows:
-            items = "".join(
-                f"<tr><td>{r[0]}</td><td>{r[1]}</td><td>{html.escape(str(r[7]))}</td><td>{html.escape(r[3])}</td>"
-                f"<td><details><summary>{html.escape(_one_line(r[4]))}</summary><pre>{html.escape(r[13])}</pre>"
-                f"</details></td></tr>"
-                for r in self._error_rows[:10]
-            )
-            more = len(self._error_rows) - 10
-            err = ("<table><tr><th>mini-batch</th><th>attempt</th><th>process</th><th>error</th><th>message</th></tr>"
-                   f"{items}</table>" + (f"<p>... {more} more in result.errors</p>" if more > 0 else ""))
-        reason = f"<p>{html.escape(self.reason)}</p>" if self.reason else ""
-        return (f"<div><b>prs_nb job {html.escape(self.job_name)}</b> run {html.escape(self.run_id)}: "
-                f"<b style='color:{color}'>{html.escape(self.status)}</b>{reason}<table>{rows}</table>{err}</div>")
+        from prs_nb.jupyter.tables import result_html  # plain HTML, no IPython import
+
+        return result_html(self)
+
+    def plot_timeline(self, ax: Any = None) -> Any:
+        """One lane per worker process, one bar per mini-batch attempt, coloured by outcome
+        (matplotlib; returns the Axes). See :func:`prs_nb.timeline.plot_timeline`."""
+        from prs_nb.timeline import plot_timeline
+
+        return plot_timeline(self.timeline_rows, ax=ax, title=f"{self.job_name} run {self.run_id}: {self.status}")
 
 
 def _one_line(text: str, limit: int = 160) -> str:

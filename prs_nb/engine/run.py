@@ -187,7 +187,7 @@ def progress_listener(progress: Any, spec: JobSpec) -> Any | None:
         try:
             from prs_nb.jupyter.progress import NotebookProgress  # only inside a kernel
         except ImportError:
-            NotebookProgress = None  # noqa: N806  (the notebook display is optional)
+            NotebookProgress = None  # type: ignore[misc,assignment]  # noqa: N806  (ipywidgets is optional)
         if NotebookProgress is not None:
             return NotebookProgress(spec.name)
     if progress is True or in_kernel or sys.stderr.isatty():
