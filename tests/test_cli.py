@@ -301,6 +301,9 @@ def test_resume_a_killed_run(tmp_path):
     out_file = run_dir / "outputs" / "out" / "parallel_run_step.txt"
     before = out_file.read_text().splitlines()  # what the journal had flushed when the driver died
     assert set(before) <= {"000.txt", "001.txt", "002.txt"}
+    shown = subprocess.run([sys.executable, "-m", "prs_nb", "show", str(run_dir)], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "its driver was killed (resume it with prs-nb run FILE.yml --resume" in shown.stdout
     wrong = subprocess.run([sys.executable, "-m", "prs_nb", *args[:2], "--resume", str(run_dir), "--no-reuse"],
                            cwd=root, env=env, capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "cannot be combined with" in wrong.stderr
