@@ -268,12 +268,13 @@ class ParallelJob:
         from a notebook are written as ``<code_dir>/<name>_entry.py`` (``code_dir`` default: the task's
         code folder, else ``<stem>_src`` next to the file); without an ``environment`` (a reference, a
         conda file or a dict) a conda file for this interpreter is written as ``<stem>.conda.yml``.
-        Without ``path`` only the component text is returned (no files written; functions need a path).
+        Without ``path`` the text is returned and no file is written (paths relative to the working
+        directory; a job of notebook functions needs a path, to write its entry script).
         """
         if path is None:
-            import yaml
+            from prs_nb.yamlio.export import job_text
 
-            return yaml.safe_dump(self.to_dict(), sort_keys=False)
+            return job_text(self._spec, base_dir=base_dir)
         from prs_nb.yamlio.export import job_to_yaml
 
         return job_to_yaml(self._spec, path, code_dir=code_dir, environment=environment, base_dir=base_dir)

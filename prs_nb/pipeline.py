@@ -239,6 +239,39 @@ class PipelineJob:
             raise JobFailedError(f"pipeline {result.name!r} {result.status}: {result.reason}", result)
         return result
 
+    def bind(self, inputs: Mapping[str, Any] | None = None, outputs: Mapping[str, Any] | None = None,
+             *, base_dir: str | None = None) -> PipelineJob:
+        """A copy with pipeline inputs set (a path for a data input, a value for a literal one; strings
+        such as ``"5"`` or ``"true"`` are converted to the input's type) and pipeline output paths set.
+        Relative paths are taken from ``base_dir`` (default: the working directory)."""
+        import dataclasses
+
+        base = os.path.abspath(base_dir or os.getcwd())
+        new_in = dict(self.inputs)
+        for name, value in (inputs or {}).items():
+            port = self.inputs.get(name)
+            if port is None:
+                raise ConfigError(f"the pipeline has no input {name!r}; its inputs: {', '.join(self.inputs) or 'none'}")
+            if port.is_literal:
+                new_in[name] = dataclasses.replace(port, default=_literal(value, port.type, name))
+            else:
+                path = os.fspath(value.path if isinstance(value, Input) else value)
+                if "://" not in path and not path.startswith("azureml:"):
+                    path = os.path.abspath(os.path.join(base, path))
+                new_in[name] = dataclasses.replace(port, path=path)
+        new_out = dict(self.outputs)
+        for name, value in (outputs or {}).items():
+            oport = self.outputs.get(name)
+            if oport is None:
+                raise ConfigError(f"the pipeline has no output {name!r}; its outputs: "
+                                  f"{', '.join(self.outputs) or 'none'}")
+            raw = value.path if isinstance(value, Output) else value
+            if raw is None:
+                raise ConfigError(f"output {name!r} needs a path")
+            path = os.fspath(raw)
+            new_out[name] = dataclasses.replace(oport, path=os.path.abspath(os.path.join(base, path)))
+        return dataclasses.replace(self, inputs=new_in, outputs=new_out)
+
     def to_yaml(self, path: str | os.PathLike[str]) -> str:
         """Write the pipeline as Azure ML YAML (nodes inline, paths relative to the file); returns the text."""
         from prs_nb.yamlio.pipeline_load import pipeline_to_yaml
@@ -285,6 +318,25 @@ class PipelineJob:
     def __repr__(self) -> str:
         nodes = ", ".join(f"{n} ({j.type})" for n, j in self.jobs.items())
         return f"<PipelineJob {self.display_name or self.source or ''!r} jobs: {nodes}>"
+
+
+def _literal(value: Any, kind: str, name: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        if kind == "integer":
+            return int(value)
+        if kind == "number":
+            return float(value)
+    except ValueError:
+        raise ConfigError(f"input {name!r} is a {kind} (got {value!r})") from None
+    if kind == "boolean":
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"input {name!r} is a boolean: true or false (got {value!r})")
+    return value
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 DEFAULT_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest"
@@ -21,11 +21,32 @@ RUNTIME_PACKAGES = ("azureml-core", "azureml-dataset-runtime[fuse,pandas]")
 _SKIP = {"azureml_user", "prs_nb", "__future__"}
 
 
+_MAPPING_CACHE: dict[tuple[tuple[str, float], ...], Mapping[str, list[str]]] = {}
+
+
+def _packages_distributions() -> Mapping[str, list[str]]:
+    """importlib.metadata.packages_distributions(), which reads every installed distribution (a
+    quarter of a second with a large environment), cached until a sys.path folder changes (a pip
+    install adds a folder to site-packages and so changes its mtime)."""
+    key = []
+    for p in sys.path:
+        try:
+            key.append((p, os.stat(p or ".").st_mtime))
+        except OSError:
+            continue
+    k = tuple(key)
+    if k not in _MAPPING_CACHE:
+        try:
+            mapping = md.packages_distributions()
+        except Exception:  # noqa: BLE001 - a broken installed distribution must not break the export
+            mapping = {}
+        _MAPPING_CACHE.clear()
+        _MAPPING_CACHE[k] = mapping
+    return _MAPPING_CACHE[k]
+
+
 def _distributions_of(modules: Iterable[str]) -> list[str]:
-    try:
-        mapping = md.packages_distributions()
-    except Exception:  # noqa: BLE001 - a broken installed distribution must not break the export
-        mapping = {}
+    mapping = _packages_distributions()
     stdlib = set(getattr(sys, "stdlib_module_names", ()))
     pins: list[str] = []
     for mod in modules:

@@ -8,6 +8,7 @@
                       whose component is inline                     (azure: load_job)
       functions    -> <code folder>/<name>_entry.py written from their source (entry_writer)
       no environment given -> score.conda.yml from this interpreter (conda), with a base image
+      a DataFrame input    -> score_data/<input>/ (data.parquet + an MLTable file), bound in direct mode
 
 Paths in the file (``task.code``, data paths, ``conda_file``) are written relative to the YAML file,
 as Azure resolves them. Settings Azure has no key for (``backend``, ``allowed_failed_percent`` ...)
@@ -25,7 +26,7 @@ from typing import Any
 import yaml
 
 from prs_nb.errors import ConfigError
-from prs_nb.spec import JobSpec, Output, RunFunction
+from prs_nb.spec import JobSpec, RunFunction
 from prs_nb.yaml_io import component_name
 
 PARALLEL_SCHEMA = "https://azuremlschemas.azureedge.net/latest/parallelComponent.schema.json"
@@ -33,6 +34,7 @@ PIPELINE_SCHEMA = "https://azuremlschemas.azureedge.net/latest/pipelineJob.schem
 EXTENSION_KEY = "prs_nb"
 # written as the pipeline's settings.default_compute (Azure requires one; edit it to your cluster)
 DEFAULT_COMPUTE = "azureml:cpu-cluster"
+RESOURCE_KEYS_IN_PROPERTIES = ("max_instance_count", "locations")
 _LOCAL_DEFAULTS: dict[str, Any] = {
     "backend": "local", "runs_root": "prs_runs", "ordered_output": False, "allowed_failed_percent": 100.0,
     "append_row_file_name": None, "output_action": None, "api": "v2",
@@ -150,12 +152,16 @@ def component_dict(spec: JobSpec, *, yaml_dir: str, base_dir: str, task: Mapping
     res: dict[str, Any] = {"instance_count": r.instance_count}
     if r.instance_type is not None:
         res["instance_type"] = r.instance_type
-    if r.properties:
-        res["properties"] = dict(r.properties)
+    props = dict(r.properties or {})
+    # Azure resource keys JobSpec's Resources keeps among its properties: written back in their place
+    lifted = {k: props.pop(k) for k in RESOURCE_KEYS_IN_PROPERTIES if k in props}
+    if props:
+        res["properties"] = props
     if r.shm_size is not None:
         res["shm_size"] = r.shm_size
     if r.docker_args is not None:
         res["docker_args"] = list(r.docker_args) if isinstance(r.docker_args, (list, tuple)) else r.docker_args
+    res.update(lifted)
     d["resources"] = res
     if spec.max_concurrency_per_instance is not None:
         d["max_concurrency_per_instance"] = spec.max_concurrency_per_instance
@@ -286,7 +292,17 @@ def prepare_task(spec: JobSpec, path: str, *, code_dir: str | None, environment:
     return task_dict(t, yaml_dir=yaml_dir, base_dir=base_dir, code=code, entry_script=script, environment=env)
 
 
-def _input_value(spec: JobSpec, name: str, value: Any, yaml_dir: str, base_dir: str) -> Any:
+def _write_frame(df: Any, folder: str) -> None:
+    """A DataFrame as an MLTable folder Azure reads (``data.parquet`` + ``MLTable`` with read_parquet)."""
+    os.makedirs(folder, exist_ok=True)
+    df.to_parquet(os.path.join(folder, "data.parquet"), index=False)
+    mltable = {"$schema": "https://azuremlschemas.azureedge.net/latest/MLTable.schema.json", "type": "mltable",
+               "paths": [{"file": "./data.parquet"}], "transformations": [{"read_parquet": {}}]}
+    _write_text(os.path.join(folder, "MLTable"), dump_yaml(mltable))
+
+
+def _input_value(spec: JobSpec, name: str, value: Any, yaml_dir: str, base_dir: str,
+                 data_dir: str | None = None) -> Any:
     port = spec.inputs[name]
     from prs_nb.spec import Input
 
@@ -304,10 +320,14 @@ def _input_value(spec: JobSpec, name: str, value: Any, yaml_dir: str, base_dir: 
             return value
         raise ConfigError(f"input {name!r} is a {port.type} but is bound to a {type(value).__name__}")
     if hasattr(value, "columns") and hasattr(value, "iloc"):
-        raise ConfigError(
-            f"input {name!r} is bound to a DataFrame, which cannot be written into a YAML file: save it (e.g. "
-            "df.to_parquet('data/t.parquet')) and bind that path before exporting"
-        )
+        if data_dir is None:
+            raise ConfigError(
+                f"input {name!r} is bound to a DataFrame, which is written as an MLTable folder next to the YAML "
+                "file: give to_yaml a path"
+            )
+        folder = os.path.join(data_dir, name)
+        _write_frame(value, folder)
+        return {"type": "mltable", "path": rel_path(folder, yaml_dir, base_dir), "mode": "direct"}
     if isinstance(value, (str, os.PathLike)):
         d = {"type": port.type, "path": rel_path(os.fspath(value), yaml_dir, base_dir)}
         if port.mode:
@@ -316,7 +336,8 @@ def _input_value(spec: JobSpec, name: str, value: Any, yaml_dir: str, base_dir: 
     raise ConfigError(f"input {name!r} is bound to a {type(value).__name__}; export needs a path or an Input")
 
 
-def pipeline_dict(spec: JobSpec, component: dict[str, Any], *, yaml_dir: str, base_dir: str) -> dict[str, Any]:
+def pipeline_dict(spec: JobSpec, component: dict[str, Any], *, yaml_dir: str, base_dir: str,
+                  data_dir: str | None = None) -> dict[str, Any]:
     """A one-node pipeline job around ``component`` with the job's bound inputs and output paths."""
     comp = {k: v for k, v in component.items() if k != "$schema"}
     node_name = comp["name"]
@@ -340,7 +361,7 @@ def pipeline_dict(spec: JobSpec, component: dict[str, Any], *, yaml_dir: str, ba
                     "Input(..., optional=True)"
                 )
             continue
-        p_inputs[name] = _input_value(spec, name, value, yaml_dir, base_dir)
+        p_inputs[name] = _input_value(spec, name, value, yaml_dir, base_dir, data_dir)
         n_inputs[name] = "${{parent.inputs." + name + "}}"
     p_outputs: dict[str, Any] = {}
     n_outputs: dict[str, Any] = {}
@@ -394,11 +415,21 @@ def job_to_yaml(spec: JobSpec, path: str | os.PathLike[str], *, code_dir: str | 
     task = prepare_task(spec, path, code_dir=code_dir, environment=environment, base_dir=base)
     bound = is_bound(spec)
     comp = component_dict(spec, yaml_dir=yaml_dir, base_dir=base, task=task, node_level_in_extension=not bound)
-    doc = pipeline_dict(spec, comp, yaml_dir=yaml_dir, base_dir=base) if bound else comp
+    stem = os.path.splitext(os.path.basename(path))[0]
+    doc = pipeline_dict(spec, comp, yaml_dir=yaml_dir, base_dir=base,
+                        data_dir=os.path.join(yaml_dir, f"{stem}_data")) if bound else comp
     text = dump_yaml(doc)
     _write_text(os.path.abspath(path), text)
     return text
 
 
-def output_port(port: Output) -> dict[str, Any]:
-    return port_dict(port)
+def job_text(spec: JobSpec, *, base_dir: str | None = None) -> str:
+    """What :func:`job_to_yaml` would write to a file in ``base_dir`` (default: the working directory),
+    without writing anything: the task's own code folder and environment are used as they are."""
+    if spec.task.uses_functions:
+        raise ConfigError("a job of notebook functions exports with a path, e.g. job.to_yaml('score.yml'): its "
+                          "entry script is written next to it")
+    base = os.path.abspath(base_dir or os.getcwd())
+    bound = is_bound(spec)
+    comp = component_dict(spec, yaml_dir=base, base_dir=base, node_level_in_extension=not bound)
+    return dump_yaml(pipeline_dict(spec, comp, yaml_dir=base, base_dir=base) if bound else comp)

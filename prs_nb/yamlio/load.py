@@ -129,6 +129,14 @@ def _opt_str(where: Where, d: Mapping[str, Any], key: str) -> str | None:
 
 
 def _int(where: Where, key: str, value: Any, minimum: int, hint: str = "") -> int:
+    # azure-ai-ml's integer fields take "5" and 2.0 as well; a fraction it would silently truncate
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        value = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, float):
+        raise where.error(key, f"expected a whole number >= {minimum}{hint}, got number {value!r} (Azure ML would "
+                               f"silently truncate it to {int(value)})")
     if isinstance(value, bool) or not isinstance(value, int):
         raise where.error(key, f"expected a whole number >= {minimum}{hint}, got {type_name(value)} {value!r}")
     if value < minimum:

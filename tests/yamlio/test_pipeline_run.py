@@ -276,3 +276,66 @@ def test_no_process_left_after_pipeline(tmp_path: Path) -> None:
     prs_nb.load(_write(tmp_path, _pipeline(jobs))).run()
     assert {p.pid for p in psutil.Process().children(recursive=True)} - before == set()
     assert os.getcwd()  # nothing changed the working directory
+
+
+def test_bind_sets_pipeline_inputs_and_outputs(tmp_path: Path) -> None:
+    text = textwrap.dedent("""
+    type: pipeline
+    inputs:
+      n: 3
+      d: {type: uri_folder, path: ./a}
+    outputs:
+      o: {type: uri_folder}
+    jobs:
+      c:
+        type: command
+        command: ls ${{inputs.d}} > ${{outputs.out}}/ls.txt && echo ${{inputs.n}} >> ${{outputs.out}}/ls.txt
+        inputs: {n: "${{parent.inputs.n}}", d: "${{parent.inputs.d}}"}
+        outputs: {out: "${{parent.outputs.o}}"}
+    """)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "file_b").write_text("")
+    pj = prs_nb.load(_write(tmp_path, text))
+    bound = pj.bind({"n": "7", "d": "b"}, {"o": "res"}, base_dir=str(tmp_path))
+    assert bound.inputs["n"].default == 7 and bound.inputs["d"].path == str(tmp_path / "b")
+    result = bound.run()
+    assert result.status == "Completed", result.summary()
+    assert (tmp_path / "res" / "ls.txt").read_text() == "file_b\n7\n"
+    with pytest.raises(prs_nb.ConfigError, match="no input 'x'; its inputs: n, d"):
+        pj.bind({"x": 1})
+    with pytest.raises(prs_nb.ConfigError, match="'n' is a integer"):
+        pj.bind({"n": "seven"})
+
+
+def test_node_settings_override_the_component_key_by_key(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "score.py").write_text(textwrap.dedent(SCRIPT))
+    comp = textwrap.dedent(PARALLEL).replace("type: parallel", "type: parallel\nname: sc\ninputs:\n  files: "
+                                                "{type: uri_folder}\noutputs:\n  rows: {type: uri_file}\n"
+                                                "resources: {instance_count: 2, instance_type: Standard_D2}\n")
+    (tmp_path / "comp.yml").write_text(comp)
+    (tmp_path / "p.yml").write_text(textwrap.dedent("""
+    type: pipeline
+    inputs:
+      t: 7
+      d: {type: uri_folder, path: ./src}
+    jobs:
+      s:
+        type: parallel
+        component: file:./comp.yml
+        inputs: {files: "${{parent.inputs.d}}"}
+        resources: {instance_count: 3}
+        retry_settings: {timeout: "${{parent.inputs.t}}"}
+        logging_level: WARNING
+        task: {program_arguments: --x 1}
+    """))
+    pj = prs_nb.load(tmp_path / "p.yml")
+    spec = pj.jobs["s"].spec
+    assert (spec.resources.instance_count, spec.resources.instance_type) == (3, "Standard_D2")
+    assert (spec.retry_settings.timeout, spec.retry_settings.max_retries) == (7, 0)
+    assert spec.logging_level == "WARNING" and spec.mini_batch_size == "2"
+    assert spec.task.entry_script == "score.py" and spec.task.program_arguments == "--x 1"
+    assert any("instance_type 'Standard_D2'" in n for n in pj.notes())
+    result = pj.run(backend="inline")
+    assert result.status == "Completed", result.summary()
+    assert sorted(result.nodes["s"].result.read_lines()) == ["score.py none"]

@@ -179,3 +179,28 @@ def test_user_environment_choice_is_kept(tmp_path: Path) -> None:
     env = prs_nb.load(tmp_path / "b.yml").spec.task.environment
     assert env["conda_file"] == str(env_file)
     assert not (tmp_path / "a.conda.yml").exists() and not (tmp_path / "b.conda.yml").exists()
+
+
+def add_total(mini_batch):  # noqa: ANN001, ANN201 - a user's function
+    return mini_batch.assign(total=mini_batch["a"] + mini_batch["b"])[["key", "total"]]
+
+
+def test_dataframe_input_exports_as_an_mltable_folder(tmp_path: Path) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame({"key": [f"k{i}" for i in range(40)], "a": range(40), "b": range(0, 80, 2)})
+    job = parallel_run_function(name="tab", inputs=dict(t=Input(type="mltable")), outputs=dict(o=Output(type="uri_file")),
+                                mini_batch_size="1kb", backend="inline",
+                                task=RunFunction(run=add_total, append_row_to="${{outputs.o}}"))
+    reference = job(t=df).run(progress=False, base_dir=str(tmp_path))
+    job(t=df).to_yaml(tmp_path / "tab.yml")
+    folder = tmp_path / "tab_data" / "t"
+    assert (folder / "data.parquet").is_file() and "read_parquet" in (folder / "MLTable").read_text()
+    pj = prs_nb.load(tmp_path / "tab.yml")
+    result = pj.run()
+    assert result.status == "Completed", result.summary()
+    lines = result.nodes["tab"].result.read_lines()
+    assert sorted(lines) == sorted(reference.read_lines())
+    assert len(lines) == 40 and "k3 9" in lines
+    with pytest.raises(ConfigError, match="exports with a path"):
+        job(t=df).to_yaml()

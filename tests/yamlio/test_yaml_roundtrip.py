@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +16,7 @@ from prs_nb.spec import JobSpec
 from prs_nb.yamlio.export import is_bound, job_to_yaml
 
 ROOT = tempfile.mkdtemp(prefix="prs_nb_yaml_rt_")
+atexit.register(shutil.rmtree, ROOT, True)  # hypothesis examples share one folder per module
 os.makedirs(os.path.join(ROOT, "src"), exist_ok=True)
 with open(os.path.join(ROOT, "src", "score.py"), "w") as _fh:
     _fh.write("def run(mini_batch):\n    return mini_batch\n")
@@ -73,3 +76,21 @@ def test_pipeline_roundtrip_is_identity(pj: PipelineJob) -> None:
     again = _path()
     back.to_yaml(again)
     assert open(again).read() == open(path).read()
+
+
+def test_to_yaml_without_path_returns_the_text_and_writes_nothing(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from prs_nb import Input, RunFunction, parallel_run_function
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "score.py").write_text("def run(mb):\n    return mb\n")
+    job = parallel_run_function(name="t", inputs=dict(d=Input(type="uri_folder")), mini_batch_size=5,
+                                task=RunFunction(code="src", entry_script="score.py", environment="azureml:e:1"))
+    text = job.to_yaml()
+    assert "mini_batch_size: '5'" in text and "code: ./src" in text and "type: parallel" in text
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+    (tmp_path / "t.yml").write_text(text)
+    assert prs_nb.load(tmp_path / "t.yml").spec == job.spec.replace(
+        task=job.spec.task.__class__(code=str(tmp_path / "src"), entry_script="score.py", environment="azureml:e:1"))
+    bound = job(d="data")
+    assert "type: pipeline" in bound.to_yaml() and "path: ./data" in bound.to_yaml()
