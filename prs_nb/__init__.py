@@ -21,6 +21,7 @@ from prs_nb.errors import (
     InputDataError,
     JobFailedError,
     PrsError,
+    RemoteTraceback,
     ResumeError,
     UserCodeError,
     WorkerError,
@@ -111,5 +112,6 @@ __all__ = [
     "UserCodeError",
     "WorkerError",
     "ResumeError",
+    "RemoteTraceback",
     "resume",
 ]

@@ -46,6 +46,8 @@ class RunResult:
     _error_rows: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
     timeline_rows: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
     shutdown_errors: list[tuple[int, str, str, str]] = field(default_factory=list, repr=False)
+    # (node_id, process_name, pid, exc_type, message, traceback) per failed init()
+    init_failure_rows: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
 
     # ------------------------------------------------------------------ tables
     @property
@@ -103,23 +105,42 @@ class RunResult:
     def raise_for_status(self) -> RunResult:
         """Raise :class:`JobFailedError` unless the job Completed; return self otherwise.
 
-        The first failure that counted (a mini-batch whose attempts ran out, else the first failed
-        attempt) is chained as ``__cause__``: a :class:`WorkerError` when the worker died or timed
-        out, else a :class:`UserCodeError` carrying the worker's traceback, the mini-batch index,
-        attempt, process name and pid."""
+        The first failure that counted (see :meth:`first_error`) is chained as ``__cause__``: a
+        :class:`WorkerError` when the worker died or timed out, else a :class:`UserCodeError`
+        carrying the worker's traceback (itself chained: the user's frames print first), the
+        mini-batch index and first items, attempt, process name and pid."""
         if self.status == "Completed":
             return self
         error = JobFailedError(self.summary(), self)
+        cause = self.first_error()
+        if cause is not None:
+            raise error from cause
+        raise error
+
+    def first_error(self) -> WorkerError | UserCodeError | None:
+        """The first failure that counted, as an exception: the first mini-batch whose attempts ran
+        out (else the first failed attempt, else the first init() failure). A
+        :class:`UserCodeError` carries the user's traceback (chained as a RemoteTraceback), the
+        mini-batch index and first items, the attempt, the process name and pid; a
+        :class:`WorkerError` says how the worker died or that it timed out."""
         rows = [r for r in self._error_rows if not r[5]] or self._error_rows
         if rows:
             r = rows[0]
+            where = f"mini-batch {r[0]} [{r[12]}], attempt {r[1]}, on {r[7]} (pid {r[8]})"
             if r[2] in ("worker_died", "timeout"):
-                raise error from WorkerError(f"mini-batch {r[0]} attempt {r[1]}: {r[4]}", kind=r[2])
-            cause = UserCodeError(f"mini-batch {r[0]} attempt {r[1]} failed on {r[7]} (pid {r[8]}): {r[3]}: {r[4]}",
-                                  exc_type=r[3], remote_traceback=r[13], mini_batch_index=r[0], attempt=r[1],
-                                  process_name=r[7], pid=r[8])
-            raise error from cause
-        raise error
+                return WorkerError(f"{where}: {r[4]}", kind=r[2], mini_batch_index=r[0], attempt=r[1],
+                                   process_name=r[7], pid=r[8], first_items=r[12])
+            return UserCodeError(f"run() failed for {where}: {r[3]}: {r[4]}", exc_type=r[3], remote_traceback=r[13],
+                                 mini_batch_index=r[0], attempt=r[1], process_name=r[7], pid=r[8],
+                                 first_items=r[12])
+        if self.init_failure_rows:
+            node, proc, pid, exc_type, message, tb = self.init_failure_rows[0]
+            if exc_type == "WorkerDied":  # init() crashed the process or never finished
+                return WorkerError(f"init() failed on node {node} {proc} (pid {pid}): {message}", kind="init",
+                                   process_name=proc, pid=pid)
+            return UserCodeError(f"init() failed on node {node} {proc} (pid {pid}): {exc_type}: {message}",
+                                 exc_type=exc_type, remote_traceback=tb, process_name=proc, pid=pid)
+        return None
 
     # ------------------------------------------------------------------ display
     def summary(self, max_errors: int = 3) -> str:

@@ -179,22 +179,23 @@ DRIVER = textwrap.dedent("""
         return [os.path.basename(p) + " " + "x" * 200 for p in mini_batch]
 
     job = parallel_run_function(name="killed", inputs={"d": Input(type="uri_folder")}, outputs={"o": Output()},
-                                mini_batch_size="1", max_concurrency_per_instance=2,
+                                mini_batch_size="1", max_concurrency_per_instance=2, ordered_output=sys.argv[2] == "1",
                                 task=RunFunction(run=run, append_row_to="${{outputs.o}}"))
     job(d=sys.argv[1]).run(progress=False)
 """)
 
 
-def run_driver_until(workdir, files, min_done):
+def run_driver_until(workdir, files, min_done, ordered=False):
     (workdir / "driver.py").write_text(DRIVER)
     env = os.environ.copy()
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.Popen([sys.executable, "driver.py", files], env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "driver.py", files, "1" if ordered else "0"], env=env,
+                            stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     journal = None
     while time.monotonic() < deadline:
         found = list((workdir / "prs_runs" / "killed").glob("*/journal")) if (workdir / "prs_runs").exists() else []
-        if found and len(read_journal(str(found[0]))) >= min_done:
+        if found and os.path.exists(found[0].parent / "job.pkl") and len(read_journal(str(found[0]))) >= min_done:
             journal = found[0]
             break
         time.sleep(0.02)
@@ -205,9 +206,10 @@ def run_driver_until(workdir, files, min_done):
     return str(journal.parent), workers
 
 
-def test_resume_after_driver_sigkill_truncates_torn_output_and_journal(workdir):
+@pytest.mark.parametrize("ordered", [False, True])
+def test_resume_after_driver_sigkill_truncates_torn_output_and_journal(workdir, ordered):
     files = make_files(workdir, 120)
-    run_dir, workers = run_driver_until(workdir, files, 20)
+    run_dir, workers = run_driver_until(workdir, files, 20, ordered)
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
                                               for p in workers):
@@ -225,10 +227,19 @@ def test_resume_after_driver_sigkill_truncates_torn_output_and_journal(workdir):
     assert res.status == "Completed", res.summary()
     rows = [ln.split()[0] for ln in res.read_lines()]
     assert sorted(rows) == expected(120) and len(rows) == 120  # every row once, the torn one gone
+    if ordered:
+        assert rows == expected(120)  # the journal covers an ordered prefix: the resumed run continues it
     assert res.counts["succeeded"] == 120
     after = read_journal(os.path.join(run_dir, "journal"))
     assert sorted(after) == list(range(120))
     assert not os.path.exists(os.path.join(run_dir, "lock"))
+
+
+def test_resume_after_driver_sigkill_before_any_mini_batch_finished(workdir):
+    files = make_files(workdir, 30)
+    run_dir, _ = run_driver_until(workdir, files, 0)
+    res = prs_nb.resume(run_dir, progress=False)
+    assert res.status == "Completed" and sorted(ln.split()[0] for ln in res.read_lines()) == expected(30)
 
 
 # ---------------------------------------------------------------- refusals
@@ -343,3 +354,34 @@ def test_not_a_run_directory(workdir):
     (workdir / "empty").mkdir()
     with pytest.raises(ResumeError, match="holds no saved job"):
         prs_nb.resume(workdir / "empty")
+
+
+def slow_rows(mini_batch):
+    time.sleep(0.05)
+    return mini_batch.assign(y=mini_batch["x"] * 2)
+
+
+@pytest.mark.parametrize("kind", ["dataframe", "csv"])
+def test_resume_tabular_inputs_exactly_once(workdir, kind):
+    import pandas as pd
+
+    df = pd.DataFrame({"x": range(3000)})
+    if kind == "csv":
+        df.to_csv(workdir / "t.csv", index=False)
+        value = str(workdir / "t.csv")
+    else:
+        value = df
+    job = parallel_run_function(name="tab", inputs={"t": Input(type="mltable")}, outputs={"o": Output()},
+                                mini_batch_size="1KB", max_concurrency_per_instance=2,
+                                task=RunFunction(run=slow_rows, append_row_to="${{outputs.o}}"))
+    first = job(t=value).run(progress=False, listeners=[CancelAfter(4)])
+    assert first.status == "Canceled" and first.counts["succeeded"] >= 4
+    res = prs_nb.resume(first.run_dir, progress=False)
+    assert res.status == "Completed", res.summary()
+    out = res.to_pandas()
+    assert sorted(out[0]) == list(range(3000)) and sorted(out[1]) == [2 * x for x in range(3000)]
+    if kind == "csv":
+        with open(workdir / "t.csv", "a") as fh:
+            fh.write("3000\n")  # the table grew: a resume now would mix two inputs
+        with pytest.raises(ResumeError, match="input changed"):
+            prs_nb.resume(first.run_dir, progress=False)

@@ -16,6 +16,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from multiprocessing.connection import Connection
@@ -73,6 +74,7 @@ class LocalBackend:
         # one persistent epoll set: registering every fd on every wait() costs more than the work
         self._sel = selectors.DefaultSelector()
         # wakeup(): another thread (a Stop button) or a signal handler ends a wait() at once
+        self._wake_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -93,6 +95,9 @@ class LocalBackend:
                 env=self._env,
                 stdin=subprocess.DEVNULL,
                 close_fds=True,
+                # its own process group: killing a worker (timeout, crash, cancel) also kills the
+                # processes its user code started, so none is left behind
+                start_new_session=True,
             )
         finally:
             down_child.close()
@@ -195,32 +200,54 @@ class LocalBackend:
         proc = handle.proc
         if proc is None:
             return None
+        if handle.pidfd is not None:
+            # wait for the exit without reaping: the zombie keeps its pid (and so its process group
+            # id) from being reused while what the worker started is killed with it
+            if not select.select([handle.pidfd], [], [], 5)[0]:
+                self._kill_group(handle)
+            self._kill_group(handle)
         try:
             code = proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
+        if handle.pidfd is None:
+            self._kill_group(handle)  # no pidfd (old kernel): the group, just after the worker
         self._close(handle)
         handle.exit_code = code
         return code
 
     def kill(self, handle: WorkerHandle) -> int | None:
         proc = handle.proc
-        if proc is not None and proc.poll() is None:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if proc is not None and proc.returncode is None:
+            self._kill_group(handle)
         return self.reap(handle)
+
+    @staticmethod
+    def _kill_group(handle: WorkerHandle) -> None:
+        """SIGKILL the worker and every process of its group (what its user code started)."""
+        try:
+            os.killpg(handle.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is empty already
 
     def wakeup(self) -> None:
         """End the current (or next) wait() early. Safe from any thread and from a signal handler."""
+        # Never blocks (a signal handler may interrupt close() in this very thread): if close() holds
+        # the lock, the backend is closing and nothing waits any more.
+        if not self._wake_lock.acquire(blocking=False):
+            return
         try:
-            os.write(self._wake_w, b"!")
+            if self._wake_w >= 0:  # closed: the fd number may already belong to another file (an output!)
+                os.write(self._wake_w, b"!")
         except (BlockingIOError, OSError):
-            pass  # the pipe is full (a wakeup is pending anyway) or the backend is closed
+            pass  # the pipe is full: a wakeup is pending anyway
+        finally:
+            self._wake_lock.release()
 
     def _drain_wakeups(self) -> None:
+        if self._wake_r < 0:
+            return
         try:
             while os.read(self._wake_r, 4096):
                 pass
@@ -231,14 +258,14 @@ class LocalBackend:
         """SIGKILL without waiting (from a signal handler: a second Ctrl-C); reaped later by kill()."""
         proc = handle.proc
         if proc is not None and proc.returncode is None:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except (ProcessLookupError, OSError):
-                pass
+            self._kill_group(handle)
 
     def close(self) -> None:
         self._sel.close()
-        for fd in (self._wake_r, self._wake_w):
+        with self._wake_lock:
+            fds = (self._wake_r, self._wake_w)
+            self._wake_r = self._wake_w = -1  # before closing: a late cancel() must not write to a reused fd
+        for fd in fds:
             try:
                 os.close(fd)
             except OSError:

@@ -14,7 +14,7 @@ have been flushed, so the journal never claims rows the output does not hold::
 
 ``offset`` is the size of the append_row output after this mini-batch's rows (0 for summary_only);
 ``fingerprint`` identifies the mini-batch's input (file paths with size and mtime, table slices,
-DataFrame rows), so a resumed run can tell when its input changed; ``crc`` (CRC-32 of the rest of
+which DataFrame rows), so a resumed run can tell when its input changed; ``crc`` (CRC-32 of the rest of
 the line) tells a complete line from one torn by a driver killed mid-write. A torn or damaged
 *last* line is ignored (that mini-batch simply runs again); damage before the last line means the
 file was edited or corrupted, and reading it is refused.
@@ -22,7 +22,6 @@ file was edited or corrupted, and reading it is refused.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import zlib
 from dataclasses import dataclass
@@ -49,34 +48,36 @@ class JournalEntry:
 
 def fingerprint(mb: Any) -> str:
     """A short hash of a mini-batch's input: paths with size and modification time, table slices
-    (with their file's size and mtime), in-memory rows (hashed), and its position."""
-    h = hashlib.blake2b(digest_size=8)
-    h.update(f"{mb.index}|{mb.kind}|{mb.items}|{mb.input_name}|".encode())
+    (with their file's size and mtime), in-memory rows (which rows), and its position. Computed on the
+    driver's hot path, so it is a checksum (CRC-32 + Adler-32), not a cryptographic hash."""
+    parts = [f"{mb.index}|{mb.kind}|{mb.items}|{mb.input_name}"]
     source = mb.source
     for part in source if isinstance(source, (list, tuple)) else [source]:
-        if part is None:
-            h.update(b"-")
-        elif isinstance(part, str):
-            h.update(_file_id(part))
+        if isinstance(part, str):
+            parts.append(_file_id(part))
+        elif part is None:
+            parts.append("-")
         elif hasattr(part, "fmt") and hasattr(part, "path"):  # TableSlice
-            h.update(repr(part).encode())
-            h.update(_file_id(part.path))
+            parts.append(repr(part))
+            parts.append(_file_id(part.path))
         elif hasattr(part, "columns") and hasattr(part, "index"):  # DataFrame rows
-            import pandas as pd
-
-            h.update(repr(list(part.columns)).encode())
-            h.update(pd.util.hash_pandas_object(part, index=True).to_numpy().tobytes())
+            # the DataFrame itself is saved with the job (job.pkl), so it cannot change between
+            # sessions: which rows the slice holds identifies it, without hashing every value
+            n = len(part)
+            ends = (part.index[0], part.index[n - 1]) if n else ()
+            parts.append(f"{n}|{list(part.columns)!r}|{ends!r}")
         else:
-            h.update(repr(part).encode())
-    return h.hexdigest()
+            parts.append(repr(part))
+    data = "\n".join(parts).encode()
+    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
 
 
-def _file_id(path: str) -> bytes:
+def _file_id(path: str) -> str:
     try:
         st = os.stat(path)
     except OSError:
-        return f"{path}|missing|".encode()
-    return f"{path}|{st.st_size}|{st.st_mtime_ns}|".encode()
+        return f"{path}|missing"
+    return f"{path}|{st.st_size}|{st.st_mtime_ns}"
 
 
 def format_entry(e: JournalEntry) -> str:
@@ -159,8 +160,8 @@ class Journal:
 
     def record(self, status: str, index: int, attempt: int, items: int, returned: int, failed_items: int,
                offset: int, fp: str) -> None:
-        self._pending.append(format_entry(JournalEntry(status, index, attempt, items, returned, failed_items,
-                                                       offset, fp)))
+        body = f"{status}\t{index}\t{attempt}\t{items}\t{returned}\t{failed_items}\t{offset}\t{fp}"
+        self._pending.append(f"{body}\t{zlib.crc32(body.encode()):08x}\n")  # as format_entry()
 
     @property
     def pending(self) -> int:

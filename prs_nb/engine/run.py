@@ -433,4 +433,6 @@ def _result(spec: JobSpec, run_id: str, run_dir: str, logs_dir: str, output_path
         output_paths=output_paths, output_path=out_file, logs_dir=logs_dir, limit=o.limit,
         duration=o.end - o.start, backend=backend, read_options=read_options, _batch_rows=batch_rows,
         _error_rows=error_rows, timeline_rows=o.timeline, shutdown_errors=o.shutdown_errors,
+        init_failure_rows=[(f.node_id, f.process_name, f.pid, f.exc_type, f.error, f.traceback)
+                           for f in o.init_failures],
     )

@@ -54,7 +54,7 @@ class BatchRecord:
     """What the driver remembers of one mini-batch (one row of RunResult.batches)."""
 
     __slots__ = ("index", "items", "attempts", "status", "node_id", "process_name", "start", "end",
-                 "returned", "failed_items", "error_kind", "exc_type", "message", "traceback", "label")
+                 "returned", "failed_items", "error_kind", "exc_type", "message", "traceback", "label", "pid")
 
     def __init__(self, index: int, items: int | None, label: str) -> None:
         self.index = index
@@ -72,6 +72,7 @@ class BatchRecord:
         self.message = ""
         self.traceback = ""
         self.label = label
+        self.pid = 0
 
 
 @dataclasses.dataclass
@@ -155,6 +156,7 @@ class Scheduler:
         self._preload_done()
         self._cancel_reason: str | None = None
         self._cancel_at = 0.0
+        self._any_ready = False
         self._interrupts = 0
         self._hurry = False  # a second Ctrl-C: kill everything now, no shutdown()
 
@@ -199,8 +201,10 @@ class Scheduler:
         self.cancel("KeyboardInterrupt (Ctrl-C or kernel interrupt)")
         if self._interrupts > 1:
             self._hurry = True
+            signal_now = getattr(self.backend, "signal_now", None)
             for w in list(self.workers):
-                self.backend.signal_now(w)
+                if signal_now is not None:
+                    signal_now(w)
             self.cancel("KeyboardInterrupt (Ctrl-C or kernel interrupt)")
 
     # ---------------------------------------------------------------- events
@@ -352,7 +356,7 @@ class Scheduler:
         rec = self.records[idx]
         rec.attempts = attempt
         rec.status = "Succeeded"
-        rec.node_id, rec.process_name = h.node_id, h.process_name
+        rec.node_id, rec.process_name, rec.pid = h.node_id, h.process_name, h.pid
         rec.start, rec.end = self._wall(start_m), self._wall(now_m)
         n_items = items if items is not None else 0
         rec.items = n_items
@@ -397,7 +401,7 @@ class Scheduler:
         self.failed_attempts.append(event)
         self.timeline.append((mb.index, attempt, h.node_id, h.process_name, event.start, event.end,
                               "Timeout" if kind == "timeout" else "Failed"))
-        rec.node_id, rec.process_name = h.node_id, h.process_name
+        rec.node_id, rec.process_name, rec.pid = h.node_id, h.process_name, h.pid
         rec.start, rec.end = event.start, event.end
         rec.error_kind, rec.exc_type, rec.message, rec.traceback = kind, exc_type, message, tb
         self.emit(event)
@@ -421,8 +425,44 @@ class Scheduler:
     # ---------------------------------------------------------------- thresholds
     def _abort(self, limit: str, reason: str) -> None:
         if self.abort_reason is None:
-            self.abort_reason = reason
+            self.abort_reason = reason + self._first_failures(limit)
             self.abort_limit = limit
+
+    def _first_failures(self, limit: str, shown: int = 3) -> str:
+        """The failures that made ``limit`` trip, for the job's reason: "first 3 shown, N more"."""
+        lines: list[str] = []
+        if limit == "init":
+            fails = self.init_failures
+            for f in fails[:shown]:
+                lines.append(f"{f.process_name} (pid {f.pid}, node {f.node_id}): {f.exc_type}: {_one_line(f.error)}")
+            what, total = "init() failures", len(fails)
+        elif limit in ("error_threshold", "first_task_creation_timeout"):
+            if limit == "first_task_creation_timeout":
+                return ""
+            recs = [r for r in self.records.values() if r.status == "Failed" or r.failed_items]
+            for r in recs[:shown]:
+                lines.append(self._describe_failure(r))
+            what, total = "mini-batches with failed items", len(recs)
+        else:
+            recs = [r for r in self.records.values() if r.status == "Failed"]
+            for r in recs[:shown]:
+                lines.append(self._describe_failure(r))
+            what, total = "failed mini-batches", len(recs)
+        if not lines:
+            return ""
+        more = total - len(lines)
+        head = f"first {len(lines)} shown, {more} more" if more > 0 else f"{total} in all"
+        return f"\n  {what} ({head}; every attempt in result.errors and logs/job_error.txt):\n" + "\n".join(
+            f"    {line}" for line in lines)
+
+    @staticmethod
+    def _describe_failure(r: BatchRecord) -> str:
+        where = f"attempt {r.attempts} on {r.process_name} (pid {r.pid})" if r.process_name else ""
+        if r.status == "Failed":
+            err = f"{r.exc_type}: {_one_line(r.message)}" if r.exc_type else _one_line(r.message)
+        else:
+            err = f"returned {r.returned} of {r.items} items ({r.failed_items} failed)"
+        return f"mini-batch {r.index} [{_one_line(r.label, 80)}]: {err}" + (f" - {where}" if where else "")
 
     def _check_items(self) -> None:
         t = self.s.error_threshold
@@ -450,6 +490,7 @@ class Scheduler:
     # ---------------------------------------------------------------- worker messages
     def _on_ready(self, h: WorkerHandle, msg: tuple[Any, ...]) -> None:
         h.state = "ready"
+        self._any_ready = True
         self.emit(ev.WorkerReady(h.node_id, h.process_name, h.pid, float(msg[1])))
 
     def _on_init_err(self, h: WorkerHandle, exc_type: str, message: str, tb: str) -> None:
@@ -554,9 +595,10 @@ class Scheduler:
             except KeyboardInterrupt:
                 self._interrupts += 1
                 self.cancel("KeyboardInterrupt (Ctrl-C or kernel interrupt)")
-            if self._cancel_reason is not None:
-                self.canceled = True
-            self._stop_all()
+            finally:  # whatever happened (an error while listing, in a listener): no worker outlives this
+                if self._cancel_reason is not None:
+                    self.canceled = True
+                self._stop_all()
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
@@ -669,6 +711,19 @@ class Scheduler:
                         f"no mini-batch started within --first_task_creation_timeout {ftc:g}s of the job's start "
                         f"({len(self.init_failures)} init() failure(s); is init() slow or stuck?)")
             return
+        deadline = self._init_deadline()
+        live = [w for w in self.workers if w.state != "dead"]
+        if (self.backend.name != "inline" and live and not self._any_ready
+                and all(w.state == "starting" for w in live)
+                and now >= min(w.started_at for w in live) + deadline):
+            # contract 6.3: every worker stuck in init() past 3 x timeout + 30 s fails the job for
+            # lack of progress (no point starting more that would hang the same way)
+            self._abort("init", f"no progress: all {len(live)} worker(s) were still in init() after "
+                                f"{deadline:g}s (3 x retry_settings.timeout + {INIT_GRACE_S:g}s); is init() stuck "
+                                "(a download, a lock, a prompt)?")
+            for w in live:
+                self._remove(w, kill=True, reason="killed: init() did not finish in time")
+            return
         for w in list(self.workers):
             if w.state == "dead" or self.backend.name == "inline":
                 continue
@@ -691,9 +746,10 @@ class Scheduler:
     def _stop_workers(self) -> None:
         """Graceful stop (shutdown()) for idle workers; kill the busy ones (abort/cancel)."""
         stopping = []
+        signal_now = getattr(self.backend, "signal_now", None)
         for w in list(self.workers):
-            if w.inflight or w.state != "ready" or self._hurry:
-                self.backend.signal_now(w)  # all at once: reaping one by one must not add up
+            if (w.inflight or w.state != "ready" or self._hurry) and signal_now is not None:
+                signal_now(w)  # all at once: reaping one by one must not add up
         for w in list(self.workers):
             if w.inflight or w.state != "ready" or self._hurry:
                 if w.inflight:
@@ -735,6 +791,11 @@ class Scheduler:
             if rec.status in ("Pending", "Retrying"):
                 rec.status = "Canceled" if self.canceled else "NotRun"
         self._maybe_progress(force=True)
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    first = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
 def memory_hint(exc_type: str) -> str:
