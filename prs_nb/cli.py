@@ -133,11 +133,9 @@ def _load(path: str) -> Any:
 
 
 def _is_pipeline(obj: Any) -> bool:
-    return hasattr(obj, "jobs") and not hasattr(obj, "spec")
+    from prs_nb.pipeline import PipelineJob
 
-
-def _spec_of(obj: Any) -> Any:
-    return obj.spec
+    return isinstance(obj, PipelineJob)
 
 
 def _unbound_input_data(spec: Any) -> str | None:
@@ -149,7 +147,7 @@ def _unbound_input_data(spec: Any) -> str | None:
 
 
 def _prepared_spec(obj: Any, args: argparse.Namespace, *, need_data: bool = True) -> Any:
-    spec = _spec_of(obj)
+    spec = obj.spec
     spec = apply_settings(spec, parse_assignments(args.set or [], "--set"))
     spec = bind_io(spec, parse_assignments(args.input or [], "--input"), parse_assignments(args.output or [],
                                                                                           "--output"))
@@ -248,9 +246,10 @@ def pipeline_with_settings(pipeline: Any, assignments: Sequence[tuple[str, str]]
     """``pipeline`` with ``--set`` applied to its parallel nodes: ``node.key=value`` to that node, an
     undotted (or non-node) key to every parallel node; ``--no-reuse`` turns reuse off on every node."""
     from prs_nb.errors import ConfigError
+    from prs_nb.pipeline import ParallelNode
 
     jobs = dict(pipeline.jobs)
-    parallel = [n for n, node in jobs.items() if hasattr(node, "spec")]
+    parallel = [n for n, node in jobs.items() if isinstance(node, ParallelNode)]
     for key, _ in assignments:
         head = key.split(".", 1)[0]
         if head in jobs and head not in parallel:
@@ -320,7 +319,7 @@ def _resume(args: argparse.Namespace) -> int:
     if _is_pipeline(obj):  # a pipeline's parallel node runs are resumable one by one
         names = [node.spec.name for node in obj.jobs.values() if hasattr(node, "spec")] or [None]
     else:
-        names = [_spec_of(obj).name]
+        names = [obj.spec.name]
     from prs_nb.engine.run import _safe_name
 
     if not any(n and _safe_name(str(n)) == job_dir for n in names):
