@@ -275,6 +275,12 @@ def _parallel_node(w: Where, name: str, nd: dict[str, Any], base: str, p_inputs:
     for k in n_inputs:
         if k not in spec.inputs:
             raise w.error(f"inputs.{k}", f"the component has no input {k!r} (inputs: {', '.join(spec.inputs) or 'none'})")
+    missing = [k for k, port in spec.inputs.items()
+               if k not in n_inputs and not port.optional and port.default is None and port.path is None]
+    if missing:
+        raise w.error("inputs", f"the component's required input(s) {', '.join(missing)} are not bound (Azure ML "
+                                "rejects this too): bind each to ${{parent.inputs.<name>}}, another job's output or "
+                                "a {type, path} value")
     for k in n_outputs:
         if k not in spec.outputs:
             raise w.error(f"outputs.{k}", f"the component has no output {k!r} (outputs: "

@@ -250,10 +250,13 @@ def test_command_component_file_with_defaults(tmp_path: Path) -> None:
     ("a:\n  type: command\n", "jobs.a.command", "expected the shell command"),
     ("a:\n  type: sweep\n", "jobs.a.type", "parallel and command"),
     ("a:\n  type: parallel\n  component: azureml:my_comp:1\n", "jobs.a.component", "registered component"),
+    ("a:\n  type: parallel\n  component: file:./comp.yml\n", "jobs.a.inputs", "required input(s) files are not bound"),
     ("a:\n  type: parallel\n  component: file:./missing.yml\n", "jobs.a.component", "component file not found"),
 ])
 def test_pipeline_errors_name_file_and_key(tmp_path: Path, jobs: str, key: str, message: str) -> None:
     path = _write(tmp_path, _pipeline(jobs))
+    (tmp_path / "comp.yml").write_text(textwrap.dedent(PARALLEL).replace(
+        "type: parallel", "type: parallel\nname: c\ninputs: {files: {type: uri_folder}}\noutputs: {rows: {type: uri_file}}"))
     with pytest.raises(YamlError) as info:
         prs_nb.load(path)
     assert info.value.path == str(path)
