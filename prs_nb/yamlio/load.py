@@ -94,7 +94,8 @@ def read_yaml(path: str) -> dict[str, Any]:
 
 def load(path: str | os.PathLike[str]) -> ParallelJob | PipelineJob:
     """Read an Azure ML YAML file: a ``type: parallel`` component becomes a :class:`ParallelJob`,
-    a ``type: pipeline`` job a :class:`PipelineJob` (both have ``.run()`` and ``.to_yaml()``)."""
+    a ``type: pipeline`` job a :class:`PipelineJob` (both have ``.run()`` and ``.to_yaml()``); a
+    ``type: command`` job file becomes a one-node PipelineJob."""
     from prs_nb.api import ParallelJob
 
     p = os.fspath(path)
@@ -106,10 +107,19 @@ def load(path: str | os.PathLike[str]) -> ParallelJob | PipelineJob:
         from prs_nb.yamlio.pipeline_load import pipeline_from_dict
 
         return pipeline_from_dict(doc, p)
+    if kind == "command":
+        # a command job file: run it as a one-node pipeline (its inputs are values, as in a node)
+        from prs_nb.yamlio.pipeline_load import pipeline_from_dict
+
+        name = str(doc.get("name") or "command")
+        node = {k: v for k, v in doc.items() if k != "$schema"}
+        return pipeline_from_dict({"type": "pipeline", "display_name": doc.get("display_name", name),
+                                   "jobs": {name: node}}, p)
     if "parallel_run_config" in doc:
         raise YamlError("is a v1 ParallelRunConfig file; read it with prs_nb.ParallelRunConfig.load_yaml(None, path)",
                         path=p)
-    raise YamlError(f"expected type: parallel (a component) or type: pipeline (a job) (got type: {kind!r})",
+    raise YamlError(f"expected type: parallel (a component), type: pipeline or type: command (a job) (got type: "
+                    f"{kind!r})",
                     path=p, key="type")
 
 

@@ -342,3 +342,25 @@ def test_node_settings_override_the_component_key_by_key(tmp_path: Path) -> None
     result = pj.run(backend="inline")
     assert result.status == "Completed", result.summary()
     assert sorted(result.nodes["s"].result.read_lines()) == ["score.py none"]
+
+
+def test_a_command_job_file_runs_as_a_one_node_pipeline(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("abc")
+    path = tmp_path / "cmd.yml"
+    path.write_text(textwrap.dedent("""
+    $schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json
+    type: command
+    name: copy_it
+    command: cp ${{inputs.src}}/a.txt ${{outputs.dst}}/b.txt
+    environment: azureml:AzureML-sklearn-1.0@latest
+    inputs:
+      src: {type: uri_folder, path: ./in}
+    outputs:
+      dst: {type: uri_folder, path: ./out}
+    """))
+    pj = prs_nb.load(path)
+    assert isinstance(pj, PipelineJob) and list(pj.jobs) == ["copy_it"]
+    result = pj.run()
+    assert result.status == "Completed", result.summary()
+    assert (tmp_path / "out" / "b.txt").read_text() == "abc"

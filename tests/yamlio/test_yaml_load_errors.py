@@ -107,7 +107,7 @@ CASES = [
     ({"inputs.k.default": 12}, "inputs.k.default", ["<= max 9", "got 12"]),
     ({"partition_keys": "store"}, "partition_keys", ["list of column names", "got string 'store'"]),
     ({"mini_batch_size": "${{parent.inputs.mbs}}"}, "mini_batch_size", ["pipeline job's jobs: section"]),
-    ({"type": "command"}, "type", ["type: parallel", "type: pipeline", "got type: 'command'"]),
+    ({"type": "sweep"}, "type", ["type: parallel", "type: pipeline", "got type: 'sweep'"]),
 ]
 
 
