@@ -166,6 +166,18 @@ def test_failed_mini_batches_stay_failed_and_count_after_resume(workdir):
     assert res.status == "Completed" and res.counts["failed"] == 1 and res.counts["succeeded"] == 19
     assert res.counts["items_failed"] == 1
     assert sorted(res.read_lines()) == [x for x in expected(20) if x != "002.txt"]
+    # the earlier session's failure is still in the result and its reports are kept
+    errs = res.errors
+    assert list(errs["index"]) == [2] and errs["error_type"].iloc[0] == "ValueError"
+    assert "bad file" in errs["message"].iloc[0] and "in fail_on_2" in errs["traceback"].iloc[0]
+    row = res.batches.set_index("index").loc[2]
+    assert row["status"] == "Failed" and row["error_type"] == "ValueError"
+    first_error = res.first_error()  # what raise_for_status() would chain
+    assert isinstance(first_error, prs_nb.UserCodeError) and first_error.mini_batch_index == 2
+    assert "in fail_on_2" in first_error.remote_traceback
+    old = os.path.join(res.logs_dir, "previous_sessions", "1", "job_error.txt")
+    assert "bad file" in open(old).read()
+    assert "Canceled" in open(os.path.join(res.logs_dir, "previous_sessions", "1", "job_result.txt")).read()
 
 
 # ---------------------------------------------------------------- resume after the driver was SIGKILLed

@@ -304,6 +304,22 @@ def _process_numbers(logs_dir: str) -> dict[int, int]:
     return out
 
 
+def _keep_previous_reports(logs_dir: str) -> None:
+    """The resumed session rewrites job_result.txt and job_error.txt: keep the earlier session's
+    under logs/previous_sessions/<n>/."""
+    reports = [n for n in ("job_result.txt", "job_error.txt") if os.path.exists(os.path.join(logs_dir, n))]
+    if not reports:
+        return
+    root = os.path.join(logs_dir, "previous_sessions")
+    n = 1
+    while os.path.exists(os.path.join(root, str(n))):
+        n += 1
+    dest = os.path.join(root, str(n))
+    os.makedirs(dest)
+    for name in reports:
+        os.replace(os.path.join(logs_dir, name), os.path.join(dest, name))
+
+
 def resume(run_dir: str | os.PathLike[str], *, progress: Any = None, backend: str | None = None,
            listeners: Iterable[Any] = ()) -> Any:
     """Continue an interrupted run in its own run directory and return its RunResult.
@@ -333,6 +349,7 @@ def resume(run_dir: str | os.PathLike[str], *, progress: Any = None, backend: st
         if backend is not None:
             spec = spec.replace(backend=backend)
         entries = read_journal(os.path.join(path, JOURNAL_FILE))
+        _keep_previous_reports(os.path.join(path, "logs"))
         info = ResumeInfo(path, str(saved["run_id"]), entries, _process_numbers(os.path.join(path, "logs")))
         return run_job(spec, listeners=listeners, progress=progress, base_dir=saved["base_dir"], run_id=info.run_id,
                        resume_info=info)
