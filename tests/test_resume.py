@@ -397,3 +397,46 @@ def test_resume_tabular_inputs_exactly_once(workdir, kind):
             fh.write("3000\n")  # the table grew: a resume now would mix two inputs
         with pytest.raises(ResumeError, match="input changed"):
             prs_nb.resume(first.run_dir, progress=False)
+
+
+SCORE = textwrap.dedent('''
+    import os, time
+
+    def run(mini_batch):
+        time.sleep(0.05)
+        return [os.path.basename(p) for p in mini_batch]
+''')
+
+
+def test_refuses_when_the_entry_scripts_code_changed_unless_allowed(workdir):
+    src = workdir / "src"
+    src.mkdir()
+    (src / "score.py").write_text(SCORE)
+    path = make_files(workdir, 30)
+    job = parallel_run_function(name="script", inputs={"data": Input(type="uri_folder")}, outputs={"out": Output()},
+                                mini_batch_size="1", max_concurrency_per_instance=2,
+                                task=RunFunction(code="src", entry_script="score.py", append_row_to="${{outputs.out}}"))
+    first = job(data=path).run(progress=False, listeners=[CancelAfter(4)])
+    assert first.status == "Canceled"
+    (src / "helper.py").write_text("X = 1\n")  # a new module in the code folder
+    with pytest.raises(ResumeError, match=r"the job's code changed since the run started \(helper.py"):
+        prs_nb.resume(first.run_dir, progress=False)
+    os.remove(src / "helper.py")
+    res = prs_nb.resume(first.run_dir, progress=False)  # the same code again: fine
+    assert res.status == "Completed" and sorted(res.read_lines()) == expected(30)
+
+
+def test_changed_code_can_be_allowed_explicitly(workdir):
+    src = workdir / "src"
+    src.mkdir()
+    (src / "score.py").write_text(SCORE)
+    path = make_files(workdir, 30)
+    job = parallel_run_function(name="script", inputs={"data": Input(type="uri_folder")}, outputs={"out": Output()},
+                                mini_batch_size="1", max_concurrency_per_instance=2,
+                                task=RunFunction(code="src", entry_script="score.py", append_row_to="${{outputs.out}}"))
+    first = job(data=path).run(progress=False, listeners=[CancelAfter(4)])
+    (src / "score.py").write_text(SCORE.replace("os.path.basename(p)", "os.path.basename(p) + ' v2'"))
+    res = prs_nb.resume(first.run_dir, progress=False, allow_changed_code=True)
+    lines = res.read_lines()
+    assert res.status == "Completed" and sorted(ln.split()[0] for ln in lines) == expected(30)
+    assert 0 < sum(ln.endswith(" v2") for ln in lines) < 30  # the rest ran the new code
