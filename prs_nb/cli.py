@@ -3,7 +3,8 @@
 ::
 
     prs-nb run FILE.yml [--set KEY=VALUE ...] [--input NAME=PATH ...] [--output NAME=PATH ...]
-                        [--backend local|inline] [--resume RUN_DIR] [--no-reuse] [--runs-root DIR] [-q]
+                        [--backend local|inline] [--resume RUN_DIR [--allow-changed-code]] [--no-reuse]
+                        [--runs-root DIR] [-q]
     prs-nb validate FILE.yml [--set ...] [--input ...] [--output ...]
     prs-nb show RUN_DIR
     prs-nb demo [--root DIR] [--files N] [--workers N]
@@ -217,6 +218,8 @@ def _progress(args: argparse.Namespace) -> Any:
 def _run(args: argparse.Namespace) -> int:
     if args.resume:
         return _resume(args)
+    if args.allow_changed_code:
+        raise UsageError("--allow-changed-code only applies with --resume RUN_DIR")
     obj = _load(args.file)
     if _is_pipeline(obj):
         return _run_pipeline(obj, args)
@@ -326,7 +329,7 @@ def _resume(args: argparse.Namespace) -> int:
         raise UsageError(f"--resume {args.resume}: that is a run of job {job_dir!r}, not of {args.file} "
                          f"(job {names[0]!r})")
     args.name = job_dir
-    result = prs_nb.resume(run_dir, progress=_progress(args))
+    result = prs_nb.resume(run_dir, progress=_progress(args), allow_changed_code=args.allow_changed_code)
     return _report(result, args.quiet)
 
 
@@ -507,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "processes, one mini-batch at a time in this process")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (prs_runs/<job>/<run id>): "
                    "finished mini-batches are skipped")
+    r.add_argument("--allow-changed-code", action="store_true", help="with --resume: continue even though the "
+                   "entry script's code folder changed since the run started")
     r.add_argument("--no-reuse", action="store_true", help="always run, even if an identical run is in the cache")
     r.add_argument("--runs-root", metavar="DIR", help="where run directories are created (default ./prs_runs)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar; one status line (and the failed "
