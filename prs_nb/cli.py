@@ -504,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a parallel component or pipeline job YAML file locally. Progress goes to "
                                    "stderr; a summary and the failed attempts are printed at the end.",
                        epilog="exit status: 0 completed, 1 failed, 2 bad arguments or configuration, 130 interrupted")
-    r.add_argument("file", metavar="FILE.yml", help="the YAML file (type: parallel or type: pipeline)")
+    r.add_argument("file", metavar="FILE.yml", help="the YAML file (type: parallel, pipeline or command)")
     _job_options(r)
     r.add_argument("--backend", choices=("local", "inline"), help="local: a process pool (default); inline: no "
                    "processes, one mini-batch at a time in this process")
