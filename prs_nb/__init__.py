@@ -65,11 +65,13 @@ def load(path: Any) -> Any:
     return _load(path)
 
 
-def resume(run_dir: Any, *, progress: Any = None, backend: str | None = None, listeners: Any = ()) -> RunResult:
+def resume(run_dir: Any, *, progress: Any = None, backend: str | None = None, listeners: Any = (),
+           allow_changed_code: bool = False) -> RunResult:
     """Continue an interrupted run (see :func:`prs_nb.engine.resume.resume`)."""
     from prs_nb.engine.resume import resume as _resume
 
-    result: RunResult = _resume(run_dir, progress=progress, backend=backend, listeners=listeners)
+    result: RunResult = _resume(run_dir, progress=progress, backend=backend, listeners=listeners,
+                                allow_changed_code=allow_changed_code)
     return result
 
 

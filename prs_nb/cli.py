@@ -3,7 +3,8 @@
 ::
 
     prs-nb run FILE.yml [--set KEY=VALUE ...] [--input NAME=PATH ...] [--output NAME=PATH ...]
-                        [--backend local|inline] [--resume RUN_DIR] [--no-reuse] [--runs-root DIR] [-q]
+                        [--backend local|inline] [--resume RUN_DIR [--allow-changed-code]] [--no-reuse]
+                        [--runs-root DIR] [-q]
     prs-nb validate FILE.yml [--set ...] [--input ...] [--output ...]
     prs-nb show RUN_DIR
     prs-nb demo [--root DIR] [--files N] [--workers N]
@@ -133,11 +134,9 @@ def _load(path: str) -> Any:
 
 
 def _is_pipeline(obj: Any) -> bool:
-    return hasattr(obj, "jobs") and not hasattr(obj, "spec")
+    from prs_nb.pipeline import PipelineJob
 
-
-def _spec_of(obj: Any) -> Any:
-    return obj.spec
+    return isinstance(obj, PipelineJob)
 
 
 def _unbound_input_data(spec: Any) -> str | None:
@@ -149,7 +148,7 @@ def _unbound_input_data(spec: Any) -> str | None:
 
 
 def _prepared_spec(obj: Any, args: argparse.Namespace, *, need_data: bool = True) -> Any:
-    spec = _spec_of(obj)
+    spec = obj.spec
     spec = apply_settings(spec, parse_assignments(args.set or [], "--set"))
     spec = bind_io(spec, parse_assignments(args.input or [], "--input"), parse_assignments(args.output or [],
                                                                                           "--output"))
@@ -219,6 +218,8 @@ def _progress(args: argparse.Namespace) -> Any:
 def _run(args: argparse.Namespace) -> int:
     if args.resume:
         return _resume(args)
+    if args.allow_changed_code:
+        raise UsageError("--allow-changed-code only applies with --resume RUN_DIR")
     obj = _load(args.file)
     if _is_pipeline(obj):
         return _run_pipeline(obj, args)
@@ -248,9 +249,10 @@ def pipeline_with_settings(pipeline: Any, assignments: Sequence[tuple[str, str]]
     """``pipeline`` with ``--set`` applied to its parallel nodes: ``node.key=value`` to that node, an
     undotted (or non-node) key to every parallel node; ``--no-reuse`` turns reuse off on every node."""
     from prs_nb.errors import ConfigError
+    from prs_nb.pipeline import ParallelNode
 
     jobs = dict(pipeline.jobs)
-    parallel = [n for n, node in jobs.items() if hasattr(node, "spec")]
+    parallel = [n for n, node in jobs.items() if isinstance(node, ParallelNode)]
     for key, _ in assignments:
         head = key.split(".", 1)[0]
         if head in jobs and head not in parallel:
@@ -320,14 +322,14 @@ def _resume(args: argparse.Namespace) -> int:
     if _is_pipeline(obj):  # a pipeline's parallel node runs are resumable one by one
         names = [node.spec.name for node in obj.jobs.values() if hasattr(node, "spec")] or [None]
     else:
-        names = [_spec_of(obj).name]
+        names = [obj.spec.name]
     from prs_nb.engine.run import _safe_name
 
     if not any(n and _safe_name(str(n)) == job_dir for n in names):
         raise UsageError(f"--resume {args.resume}: that is a run of job {job_dir!r}, not of {args.file} "
                          f"(job {names[0]!r})")
     args.name = job_dir
-    result = prs_nb.resume(run_dir, progress=_progress(args))
+    result = prs_nb.resume(run_dir, progress=_progress(args), allow_changed_code=args.allow_changed_code)
     return _report(result, args.quiet)
 
 
@@ -502,12 +504,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a parallel component or pipeline job YAML file locally. Progress goes to "
                                    "stderr; a summary and the failed attempts are printed at the end.",
                        epilog="exit status: 0 completed, 1 failed, 2 bad arguments or configuration, 130 interrupted")
-    r.add_argument("file", metavar="FILE.yml", help="the YAML file (type: parallel or type: pipeline)")
+    r.add_argument("file", metavar="FILE.yml", help="the YAML file (type: parallel, pipeline or command)")
     _job_options(r)
     r.add_argument("--backend", choices=("local", "inline"), help="local: a process pool (default); inline: no "
                    "processes, one mini-batch at a time in this process")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (prs_runs/<job>/<run id>): "
                    "finished mini-batches are skipped")
+    r.add_argument("--allow-changed-code", action="store_true", help="with --resume: continue even though the "
+                   "entry script's code folder changed since the run started")
     r.add_argument("--no-reuse", action="store_true", help="always run, even if an identical run is in the cache")
     r.add_argument("--runs-root", metavar="DIR", help="where run directories are created (default ./prs_runs)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar; one status line (and the failed "

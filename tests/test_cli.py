@@ -301,11 +301,20 @@ def test_resume_a_killed_run(tmp_path):
     out_file = run_dir / "outputs" / "out" / "parallel_run_step.txt"
     before = out_file.read_text().splitlines()  # what the journal had flushed when the driver died
     assert set(before) <= {"000.txt", "001.txt", "002.txt"}
+    shown = subprocess.run([sys.executable, "-m", "prs_nb", "show", str(run_dir)], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "its driver was killed (resume it with prs-nb run FILE.yml --resume" in shown.stdout
     wrong = subprocess.run([sys.executable, "-m", "prs_nb", *args[:2], "--resume", str(run_dir), "--no-reuse"],
                            cwd=root, env=env, capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "cannot be combined with" in wrong.stderr
+    script = root / "src" / "score.py"
+    script.write_text(script.read_text() + "# edited\n")
     p = subprocess.run([sys.executable, "-m", "prs_nb", "run", "score.yml", "--resume", str(run_dir)], cwd=root,
                        env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "the job's code changed since the run started" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    p = subprocess.run([sys.executable, "-m", "prs_nb", "run", "score.yml", "--resume", str(run_dir),
+                        "--allow-changed-code"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert ": Completed" in p.stdout and "mini-batches: 6 total, 6 succeeded" in p.stdout
     assert sorted(out_file.read_text().splitlines()) == [f"{i:03d}.txt" for i in range(6)]

@@ -166,6 +166,18 @@ def test_failed_mini_batches_stay_failed_and_count_after_resume(workdir):
     assert res.status == "Completed" and res.counts["failed"] == 1 and res.counts["succeeded"] == 19
     assert res.counts["items_failed"] == 1
     assert sorted(res.read_lines()) == [x for x in expected(20) if x != "002.txt"]
+    # the earlier session's failure is still in the result and its reports are kept
+    errs = res.errors
+    assert list(errs["index"]) == [2] and errs["error_type"].iloc[0] == "ValueError"
+    assert "bad file" in errs["message"].iloc[0] and "in fail_on_2" in errs["traceback"].iloc[0]
+    row = res.batches.set_index("index").loc[2]
+    assert row["status"] == "Failed" and row["error_type"] == "ValueError"
+    first_error = res.first_error()  # what raise_for_status() would chain
+    assert isinstance(first_error, prs_nb.UserCodeError) and first_error.mini_batch_index == 2
+    assert "in fail_on_2" in first_error.remote_traceback
+    old = os.path.join(res.logs_dir, "previous_sessions", "1", "job_error.txt")
+    assert "bad file" in open(old).read()
+    assert "Canceled" in open(os.path.join(res.logs_dir, "previous_sessions", "1", "job_result.txt")).read()
 
 
 # ---------------------------------------------------------------- resume after the driver was SIGKILLed
@@ -385,3 +397,46 @@ def test_resume_tabular_inputs_exactly_once(workdir, kind):
             fh.write("3000\n")  # the table grew: a resume now would mix two inputs
         with pytest.raises(ResumeError, match="input changed"):
             prs_nb.resume(first.run_dir, progress=False)
+
+
+SCORE = textwrap.dedent('''
+    import os, time
+
+    def run(mini_batch):
+        time.sleep(0.05)
+        return [os.path.basename(p) for p in mini_batch]
+''')
+
+
+def test_refuses_when_the_entry_scripts_code_changed_unless_allowed(workdir):
+    src = workdir / "src"
+    src.mkdir()
+    (src / "score.py").write_text(SCORE)
+    path = make_files(workdir, 30)
+    job = parallel_run_function(name="script", inputs={"data": Input(type="uri_folder")}, outputs={"out": Output()},
+                                mini_batch_size="1", max_concurrency_per_instance=2,
+                                task=RunFunction(code="src", entry_script="score.py", append_row_to="${{outputs.out}}"))
+    first = job(data=path).run(progress=False, listeners=[CancelAfter(4)])
+    assert first.status == "Canceled"
+    (src / "helper.py").write_text("X = 1\n")  # a new module in the code folder
+    with pytest.raises(ResumeError, match=r"the job's code changed since the run started \(helper.py"):
+        prs_nb.resume(first.run_dir, progress=False)
+    os.remove(src / "helper.py")
+    res = prs_nb.resume(first.run_dir, progress=False)  # the same code again: fine
+    assert res.status == "Completed" and sorted(res.read_lines()) == expected(30)
+
+
+def test_changed_code_can_be_allowed_explicitly(workdir):
+    src = workdir / "src"
+    src.mkdir()
+    (src / "score.py").write_text(SCORE)
+    path = make_files(workdir, 30)
+    job = parallel_run_function(name="script", inputs={"data": Input(type="uri_folder")}, outputs={"out": Output()},
+                                mini_batch_size="1", max_concurrency_per_instance=2,
+                                task=RunFunction(code="src", entry_script="score.py", append_row_to="${{outputs.out}}"))
+    first = job(data=path).run(progress=False, listeners=[CancelAfter(4)])
+    (src / "score.py").write_text(SCORE.replace("os.path.basename(p)", "os.path.basename(p) + ' v2'"))
+    res = prs_nb.resume(first.run_dir, progress=False, allow_changed_code=True)
+    lines = res.read_lines()
+    assert res.status == "Completed" and sorted(ln.split()[0] for ln in lines) == expected(30)
+    assert 0 < sum(ln.endswith(" v2") for ln in lines) < 30  # the rest ran the new code

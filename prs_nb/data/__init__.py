@@ -258,11 +258,13 @@ def _dataframe_plan(name: str, where: str, df: pd.DataFrame, keys: Sequence[str]
 
 
 def _files_plan(name: str, where: str, paths: list[str], path_values: Callable[[ListedFile], dict[str, Any]] | None,
-                keys: Sequence[str], size: int, what: str) -> InputPlan:
+                keys: Sequence[str], size: int, what: str, skip_file: str | None = None) -> InputPlan:
     values = path_values or (lambda f: hive_values(f.rel))
 
     def parts() -> Iterator[Part]:
-        files = iter_paths(paths, where=where)
+        files: Iterator[ListedFile] = iter_paths(paths, where=where)
+        if skip_file is not None:  # an MLTable's own file is its description, not one of its files
+            files = (f for f in files if f.path != skip_file)
         if keys:
             from prs_nb.data.partitions import plan_file_partitions
 
@@ -325,7 +327,8 @@ def _mltable_plan(name: str, where: str, mlt_file: str, given: str, keys: Sequen
         values = (lambda f: fmt.values(f.path)) if fmt is not None else None
         if mlt.windowed:  # a window over the files, then chunks of the kept files
             return _windowed_files_plan(name, where, mlt, size, f"MLTable {given} (file list)")
-        return _files_plan(name, where, list(mlt.paths), values, keys, size, f"MLTable {given} (file list)")
+        return _files_plan(name, where, list(mlt.paths), values, keys, size, f"MLTable {given} (file list)",
+                           skip_file=mlt.file)
     size = explicit or DEFAULT_TABULAR_MINI_BATCH_SIZE
     plan = _table_plan(name, where, list(mlt.paths), mlt.read, mlt, keys, size, f"MLTable {given} ({mlt.fmt})",
                        skip_mltable=True, count_rows=count_rows or mlt.windowed)
@@ -353,7 +356,8 @@ def _windowed_files_plan(name: str, where: str, mlt: MLTableSpec, size: int, wha
     stop = None if mlt.limit is None else mlt.offset + mlt.limit
 
     def parts() -> Iterator[Part]:
-        kept = islice(iter_paths(list(mlt.paths), where=where), mlt.offset, stop)
+        listed = (f for f in iter_paths(list(mlt.paths), where=where) if f.path != mlt.file)
+        kept = islice(listed, mlt.offset, stop)
         for block in chunks(kept, size):
             yield Part(len(block), [f.path for f in block], {}, None, "")
 

@@ -176,3 +176,50 @@ class Journal:
     def close(self) -> None:
         self.flush()
         self._fh.close()
+
+
+class AttemptLog:
+    """A listener that appends every failed attempt (a BatchFailed event, as JSON) to
+    ``run_dir/attempts.jsonl``, so a resumed run's ``result.errors`` still lists the earlier
+    sessions' failures. JSON, never pickle: reading it back cannot run code."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fh: IO[str] | None = None
+
+    def on_event(self, event: Any) -> None:
+        from prs_nb.events import BatchFailed
+
+        if not isinstance(event, BatchFailed):
+            return
+        import dataclasses
+        import json
+
+        if self._fh is None:
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self._fh.write(json.dumps(dataclasses.asdict(event)) + "\n")
+        self._fh.flush()  # failures are rare; each one survives a driver killed right after
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def read_attempts(path: str) -> list[Any]:
+    """The BatchFailed events recorded by :class:`AttemptLog` (a torn or unreadable line is skipped)."""
+    import json
+
+    from prs_nb.events import BatchFailed
+
+    out: list[Any] = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    out.append(BatchFailed(**json.loads(line)))
+                except (ValueError, TypeError):
+                    continue
+    except FileNotFoundError:
+        pass
+    return out

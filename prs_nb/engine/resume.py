@@ -98,12 +98,61 @@ def _what_cannot_be_pickled(obj: Any, where: str, depth: int = 0) -> str:
     return f"{where} ({type(obj).__name__})"
 
 
+_SKIP_DIRS = {".git", "__pycache__", ".ipynb_checkpoints", "node_modules", ".venv", "venv", "prs_runs"}
+_MAX_CODE_FILES = 5000
+
+
+def _code_dir(spec: Any, base_dir: str) -> str | None:
+    t = spec.task
+    if t.code:
+        return os.path.abspath(os.path.join(base_dir, t.code))
+    return None if t.uses_functions else base_dir  # an entry script without code= lives in base_dir
+
+
+def code_fingerprint(spec: Any, base_dir: str) -> dict[str, tuple[int, int]]:
+    """Size and mtime of the Python files (and parallel_run_step.settings.json) of the job's code
+    folder: a resumed run must run the same code. Notebook functions travel inside job.pkl."""
+    root = _code_dir(spec, base_dir)
+    out: dict[str, tuple[int, int]] = {}
+    if root is None or not os.path.isdir(root):
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        for name in sorted(filenames):
+            if name.endswith(".py") or name == "parallel_run_step.settings.json":
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                out[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns)
+                if len(out) >= _MAX_CODE_FILES:
+                    return out
+    return out
+
+
+def check_code(saved: dict[str, Any], run_dir: str) -> None:
+    """ResumeError if the code folder's Python files changed since the run started."""
+    before = saved.get("code")
+    if before is None:
+        return
+    now = code_fingerprint(saved["spec"], saved["base_dir"])
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+        what = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise ResumeError(
+            f"cannot resume {run_dir}: the job's code changed since the run started ({what} added, removed or "
+            "modified): the finished mini-batches ran the old code. Restore it, start the job afresh, or pass "
+            "allow_changed_code=True to run the rest with the new code")
+
+
 def save_job(run_dir: str, spec: Any, base_dir: str, run_id: str) -> None:
     """Write ``run_dir/job.pkl``: the job pickled with cloudpickle and signed with this user's
-    key. Raises :class:`ResumeError` naming the part of the job that cannot be pickled."""
+    key, with a fingerprint of its code folder. Raises :class:`ResumeError` naming the part of the
+    job that cannot be pickled."""
     import cloudpickle
 
-    record = {"spec": spec, "base_dir": base_dir, "run_id": run_id}
+    record = {"spec": spec, "base_dir": base_dir, "run_id": run_id, "code": code_fingerprint(spec, base_dir)}
     try:
         payload = cloudpickle.dumps(record)
     except Exception:  # noqa: BLE001 - named precisely below
@@ -304,18 +353,35 @@ def _process_numbers(logs_dir: str) -> dict[int, int]:
     return out
 
 
+def _keep_previous_reports(logs_dir: str) -> None:
+    """The resumed session rewrites job_result.txt and job_error.txt: keep the earlier session's
+    under logs/previous_sessions/<n>/."""
+    reports = [n for n in ("job_result.txt", "job_error.txt") if os.path.exists(os.path.join(logs_dir, n))]
+    if not reports:
+        return
+    root = os.path.join(logs_dir, "previous_sessions")
+    n = 1
+    while os.path.exists(os.path.join(root, str(n))):
+        n += 1
+    dest = os.path.join(root, str(n))
+    os.makedirs(dest)
+    for name in reports:
+        os.replace(os.path.join(logs_dir, name), os.path.join(dest, name))
+
+
 def resume(run_dir: str | os.PathLike[str], *, progress: Any = None, backend: str | None = None,
-           listeners: Iterable[Any] = ()) -> Any:
+           listeners: Iterable[Any] = (), allow_changed_code: bool = False) -> Any:
     """Continue an interrupted run in its own run directory and return its RunResult.
 
     Mini-batches the journal records as finished are not run again (their counts carry over); the
     append_row output is truncated back to the last journaled point and appended to, so every
     successful mini-batch's rows are in it exactly once. ``progress`` as for ``job.run()`` (None: a
     bar in notebooks and terminals); ``backend`` overrides the saved job's backend (default: the
-    same); ``listeners`` receive the engine's events.
+    same); ``listeners`` receive the engine's events; ``allow_changed_code`` (default False) runs
+    the rest even though the entry script's code folder changed since the run started.
 
-    Raises :class:`ResumeError` when the input changed, the output was deleted, another driver
-    still runs it, or its saved job is missing, unsigned by this user, or could not be saved."""
+    Raises :class:`ResumeError` when the input or the code changed, the output was deleted, another
+    driver still runs it, or its saved job is missing, unsigned by this user, or could not be saved."""
     from prs_nb.engine.run import run_job
 
     path = os.path.abspath(os.fspath(run_dir))
@@ -329,10 +395,13 @@ def resume(run_dir: str | os.PathLike[str], *, progress: Any = None, backend: st
     lock = RunLock(path).acquire()
     try:
         saved = load_job(path)
+        if not allow_changed_code:
+            check_code(saved, path)
         spec = saved["spec"]
         if backend is not None:
             spec = spec.replace(backend=backend)
         entries = read_journal(os.path.join(path, JOURNAL_FILE))
+        _keep_previous_reports(os.path.join(path, "logs"))
         info = ResumeInfo(path, str(saved["run_id"]), entries, _process_numbers(os.path.join(path, "logs")))
         return run_job(spec, listeners=listeners, progress=progress, base_dir=saved["base_dir"], run_id=info.run_id,
                        resume_info=info)

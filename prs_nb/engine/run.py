@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from prs_nb import events as ev
 from prs_nb.engine.backends import InlineBackend, LocalBackend
-from prs_nb.engine.journal import Journal
+from prs_nb.engine.journal import AttemptLog, Journal, read_attempts
 from prs_nb.engine.scheduler import Outcome, Scheduler
 from prs_nb.entry import WorkerConfig
 from prs_nb.errors import ConfigError, EntryScriptError, PrsError, ResumeError
@@ -313,15 +313,18 @@ def run_job(
     )
     journal = Journal(os.path.join(run_dir, "journal"))
     done = resume_info.entries if resume_info is not None else {}
+    attempts_path = os.path.join(run_dir, "attempts.jsonl")
+    previous = read_attempts(attempts_path) if resume_info is not None else []
+    attempt_log = AttemptLog(attempts_path)
     writer: Any = (AppendRowWriter(out_file, journal, ordered=spec.ordered_output, resume_offset=resume_offset,
                                    done=done) if out_file else JournalOnly(journal))
     logs = RunLogs(logs_dir, spec.name, summary)
-    all_listeners: list[Any] = [logs, *listeners]
+    all_listeners: list[Any] = [logs, attempt_log, *listeners]
     bar = progress_listener(progress, spec)
     if bar is not None:
         all_listeners.append(bar)
     sched = Scheduler(settings=settings, plan=plan, backend=backend, worker_config=config, writer=writer,
-                      listeners=all_listeners, done=done)
+                      listeners=all_listeners, done=done, previous_attempts=previous)
     if resume_info is not None:
         for node, number in resume_info.process_numbers.items():
             if node < len(sched.proc_counter):
@@ -348,6 +351,7 @@ def run_job(
     finally:
         writer.close()
         backend.close()
+        attempt_log.close()
         if lock is not None:
             lock.release()
     # part files of attempts that never reported (a worker killed after writing one) are not output

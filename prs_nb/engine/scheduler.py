@@ -107,9 +107,11 @@ class Scheduler:
         writer: Any,
         listeners: list[Any],
         done: Any = None,
+        previous_attempts: Any = None,
     ) -> None:
         """``done``: journal entries (index -> JournalEntry) of mini-batches finished by an earlier,
-        interrupted session of this run (resume): counted, never run again."""
+        interrupted session of this run (resume): counted, never run again. ``previous_attempts``:
+        that session's failed attempts (BatchFailed events), kept in the result's error table."""
         self.s = settings
         self.backend = backend
         self.config = worker_config
@@ -153,6 +155,7 @@ class Scheduler:
         self.t0 = time.time()
         self._m0 = time.monotonic()
         self.done = dict(done or {})
+        self.failed_attempts.extend(previous_attempts or ())
         self._preload_done()
         self._cancel_reason: str | None = None
         self._cancel_at = 0.0
@@ -176,6 +179,11 @@ class Scheduler:
                 rec.status = "Failed"
                 rec.failed_items = e.items
                 rec.message = "failed before the run was resumed (see that session's logs)"
+                last = [a for a in self.failed_attempts if a.index == idx]
+                if last:
+                    a = last[-1]
+                    rec.error_kind, rec.exc_type, rec.message, rec.traceback = a.kind, a.exc_type, a.message, a.traceback
+                    rec.process_name, rec.pid, rec.node_id, rec.label = a.process_name, a.pid, a.node_id, a.first_items
                 self.failed += 1
                 self.items_failed += e.items
         if self.done:

@@ -73,7 +73,46 @@ def _from_cell_source(task: RunFunction) -> str:
         if name not in defined:
             raise ConfigError(f"RunFunction source= does not define {name}(), given as {role}=")
         aliases.append(f"{role} = {name}")
-    return HEADER + "\n" + body + ("\n" + "\n".join(aliases) + "\n" if aliases else "")
+    # what the cell uses but defined in other cells (imports, constants, helpers) comes first
+    preamble = _other_cells(task, _defined_names(tree))
+    return HEADER + "\n" + preamble + body + ("\n" + "\n".join(aliases) + "\n" if aliases else "")
+
+
+def _defined_names(tree: ast.Module) -> set[str]:
+    """Names a module body binds at top level (defs, classes, imports, assignments)."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for a in node.names:
+                names.add((a.asname or a.name).split(".")[0])
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                for n in ast.walk(t):
+                    if isinstance(n, ast.Name):
+                        names.add(n.id)
+    return names
+
+
+def _other_cells(task: RunFunction, defined: set[str]) -> str:
+    fns = [getattr(task, r) for r in _ROLES if isinstance(getattr(task, r), types.FunctionType)]
+    if not fns:
+        return ""
+    home = getattr(fns[0], "__module__", "__main__") or "__main__"
+    assigned: set[str] = set()
+    for fn in fns:
+        assigned |= _stored_globals(fn.__code__)
+    col = _Collector(home, assigned)
+    col.seen |= defined
+    for fn in fns:
+        col.seen.add(fn.__name__)
+    for fn in fns:
+        col._needs(fn.__code__, fn.__globals__, fn, where=f"{fn.__name__}()")
+    if not (col.imports or col.constants or col.definitions):
+        return ""
+    return col.text([]).replace(HEADER, "# from other cells:\n", 1) + "\n# the cell:\n"
 
 
 # ---------------------------------------------------------------------------------------------- functions

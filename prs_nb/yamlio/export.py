@@ -18,6 +18,7 @@ go under a ``prs_nb:`` key, which Azure drops and :func:`prs_nb.load` reads back
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Mapping
@@ -169,8 +170,11 @@ def component_dict(spec: JobSpec, *, yaml_dir: str, base_dir: str, task: Mapping
     d["mini_batch_error_threshold"] = spec.mini_batch_error_threshold
     d["logging_level"] = spec.logging_level.upper()
     rs = spec.retry_settings
-    d["retry_settings"] = {"max_retries": rs.max_retries, "timeout": _number(rs.timeout)}
+    d["retry_settings"] = {"max_retries": rs.max_retries, "timeout": math.ceil(rs.timeout)}
     ext: dict[str, Any] = {}
+    if not float(rs.timeout).is_integer():
+        # Azure takes whole seconds (it would truncate 0.5 to 0); keep the exact local value for load()
+        ext["timeout"] = rs.timeout
     if task is None:
         task = task_dict(spec.task, yaml_dir=yaml_dir, base_dir=base_dir)
     task = dict(task)

@@ -17,6 +17,7 @@ Each error is a :class:`YamlError` naming the file, the key, what was expected a
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -62,7 +63,7 @@ RESOURCE_KEYS = ("instance_count", "instance_type", "properties", "shm_size", "d
 RETRY_KEYS = ("max_retries", "timeout")
 INPUT_PORT_KEYS = ("type", "description", "optional", "default", "mode", "min", "max", "enum", "path")
 OUTPUT_PORT_KEYS = ("type", "description", "mode", "path")
-EXTENSION_KEYS = ("backend", "runs_root", "ordered_output", "allowed_failed_percent",
+EXTENSION_KEYS = ("timeout", "backend", "runs_root", "ordered_output", "allowed_failed_percent",
                   "allowed_failed_percent_argument", "append_row_file_name", "output_action", "api",
                   "environment_variables", "compute", "identity", "experiment_name", "name", "display_name")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -93,7 +94,8 @@ def read_yaml(path: str) -> dict[str, Any]:
 
 def load(path: str | os.PathLike[str]) -> ParallelJob | PipelineJob:
     """Read an Azure ML YAML file: a ``type: parallel`` component becomes a :class:`ParallelJob`,
-    a ``type: pipeline`` job a :class:`PipelineJob` (both have ``.run()`` and ``.to_yaml()``)."""
+    a ``type: pipeline`` job a :class:`PipelineJob` (both have ``.run()`` and ``.to_yaml()``); a
+    ``type: command`` job file becomes a one-node PipelineJob."""
     from prs_nb.api import ParallelJob
 
     p = os.fspath(path)
@@ -105,10 +107,19 @@ def load(path: str | os.PathLike[str]) -> ParallelJob | PipelineJob:
         from prs_nb.yamlio.pipeline_load import pipeline_from_dict
 
         return pipeline_from_dict(doc, p)
+    if kind == "command":
+        # a command job file: run it as a one-node pipeline (its inputs are values, as in a node)
+        from prs_nb.yamlio.pipeline_load import pipeline_from_dict
+
+        name = str(doc.get("name") or "command")
+        node = {k: v for k, v in doc.items() if k != "$schema"}
+        return pipeline_from_dict({"type": "pipeline", "display_name": doc.get("display_name", name),
+                                   "jobs": {name: node}}, p)
     if "parallel_run_config" in doc:
         raise YamlError("is a v1 ParallelRunConfig file; read it with prs_nb.ParallelRunConfig.load_yaml(None, path)",
                         path=p)
-    raise YamlError(f"expected type: parallel (a component) or type: pipeline (a job) (got type: {kind!r})",
+    raise YamlError(f"expected type: parallel (a component), type: pipeline or type: command (a job) (got type: "
+                    f"{kind!r})",
                     path=p, key="type")
 
 
@@ -321,7 +332,7 @@ def spec_from_component(doc: Mapping[str, Any], where: Where, base: str, *, node
         hint = f"; write {level.upper()}" if isinstance(level, str) and level.upper() in LOGGING_LEVELS else ""
         raise where.error("logging_level", f"expected exactly one of {', '.join(LOGGING_LEVELS)} (upper-case, as "
                                            f"Azure ML requires), got {level!r}{hint}")
-    retry = _retry(where, doc.get("retry_settings"))
+    retry = _retry(where, doc.get("retry_settings"), ext.get("timeout"))
 
     env_vars = doc.get("environment_variables", ext.get("environment_variables")) or {}
     env_vars = _env_vars(where, env_vars)
@@ -401,7 +412,7 @@ def _resources(where: Where, value: Any) -> Resources:
                      shm_size=_opt_str(w, d, "shm_size"), docker_args=docker)
 
 
-def _retry(where: Where, value: Any) -> RetrySettings:
+def _retry(where: Where, value: Any, exact_timeout: Any = None) -> RetrySettings:
     if value is None:
         return RetrySettings()
     d = _mapping(where, "retry_settings", value)
@@ -413,9 +424,19 @@ def _retry(where: Where, value: Any) -> RetrySettings:
     mr = _int(w, "max_retries", mr, 0)
     to = d.get("timeout", base.timeout)
     _binding_left(w, "timeout", to)
+    if isinstance(to, str) and re.fullmatch(r"\s*\d+\s*", to):
+        to = int(to)  # as azure-ai-ml reads it
     if isinstance(to, bool) or not isinstance(to, (int, float)) or not 0 < to <= MAX_TIMEOUT_S:
-        raise w.error("timeout", f"expected seconds in (0, {MAX_TIMEOUT_S}] for one run() call, got "
+        raise w.error("timeout", f"expected whole seconds in (0, {MAX_TIMEOUT_S}] for one run() call, got "
                                  f"{type_name(to)} {to!r}")
+    if isinstance(to, float) and not to.is_integer():
+        raise w.error("timeout", f"expected whole seconds, got {to!r} (Azure ML would silently truncate it to "
+                                 f"{int(to)}); write {math.ceil(to)}")
+    to = int(to)
+    # a fractional local timeout is written rounded up for Azure, the exact value under prs_nb:
+    if isinstance(exact_timeout, (int, float)) and not isinstance(exact_timeout, bool) \
+            and 0 < exact_timeout <= MAX_TIMEOUT_S and math.ceil(exact_timeout) == to:
+        return RetrySettings(max_retries=mr, timeout=exact_timeout)
     return RetrySettings(max_retries=mr, timeout=to)
 
 

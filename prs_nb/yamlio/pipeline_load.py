@@ -275,6 +275,12 @@ def _parallel_node(w: Where, name: str, nd: dict[str, Any], base: str, p_inputs:
     for k in n_inputs:
         if k not in spec.inputs:
             raise w.error(f"inputs.{k}", f"the component has no input {k!r} (inputs: {', '.join(spec.inputs) or 'none'})")
+    missing = [k for k, port in spec.inputs.items()
+               if k not in n_inputs and not port.optional and port.default is None and port.path is None]
+    if missing:
+        raise w.error("inputs", f"the component's required input(s) {', '.join(missing)} are not bound (Azure ML "
+                                "rejects this too): bind each to ${{parent.inputs.<name>}}, another job's output or "
+                                "a {type, path} value")
     for k in n_outputs:
         if k not in spec.outputs:
             raise w.error(f"outputs.{k}", f"the component has no output {k!r} (outputs: "
@@ -342,11 +348,8 @@ def _command_node(w: Where, name: str, nd: dict[str, Any], base: str, p_inputs: 
             if b.path is None and b.mode is None and b.description is None:
                 continue  # only declares the output (and its type): it gets a folder in the run directory
         n_outputs[str(k)] = b
-        if isinstance(b, Output):
-            pass
-        elif isinstance(b, ParentOutput):
+        if isinstance(b, ParentOutput):
             out_types.setdefault(str(k), p_outputs[b.name].type)
-    optional = {k for k, p in ports.items() if p.optional}
     for m in _ANY_REF.finditer(command):
         ref = _CMD_REF.fullmatch(m.group(0))
         if ref is None:
@@ -357,7 +360,6 @@ def _command_node(w: Where, name: str, nd: dict[str, Any], base: str, p_inputs: 
         if ref_name not in known:
             raise w.error("command", f"uses {kind}.{ref_name}, which this job does not declare ({kind}: "
                                      f"{', '.join(sorted(known)) or 'none'})")
-    del optional
     code = nd.get("code", comp_d.get("code"))
     code_base = base if "code" in nd else comp_base
     if code is not None:

@@ -376,3 +376,14 @@ def test_mode_decides_tabular_or_file_list(tmp_path, mode, kind):
             assert [os.path.basename(p) for p in data[0]] == ["1.csv", "2.csv"]
         else:
             assert pd.concat(data)["v"].tolist() == [1, 2]
+
+
+def test_file_list_leaves_out_the_mltable_file_itself(tmp_path, plan_of):
+    root = tmp_path / "f"
+    root.mkdir()
+    for i in range(3):
+        (root / f"{i}.png").write_bytes(b"x")
+    write_mltable(root, {"paths": [{"folder": "."}]})
+    assert [os.path.basename(p) for mb in plan_of("f", type="mltable") for p in mb.source] == ["0.png", "1.png", "2.png"]
+    write_mltable(root, {"paths": [{"folder": "."}], "transformations": [{"skip": 1}]})
+    assert [os.path.basename(p) for mb in plan_of("f", type="mltable") for p in mb.source] == ["1.png", "2.png"]

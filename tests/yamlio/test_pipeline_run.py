@@ -250,10 +250,13 @@ def test_command_component_file_with_defaults(tmp_path: Path) -> None:
     ("a:\n  type: command\n", "jobs.a.command", "expected the shell command"),
     ("a:\n  type: sweep\n", "jobs.a.type", "parallel and command"),
     ("a:\n  type: parallel\n  component: azureml:my_comp:1\n", "jobs.a.component", "registered component"),
+    ("a:\n  type: parallel\n  component: file:./comp.yml\n", "jobs.a.inputs", "required input(s) files are not bound"),
     ("a:\n  type: parallel\n  component: file:./missing.yml\n", "jobs.a.component", "component file not found"),
 ])
 def test_pipeline_errors_name_file_and_key(tmp_path: Path, jobs: str, key: str, message: str) -> None:
     path = _write(tmp_path, _pipeline(jobs))
+    (tmp_path / "comp.yml").write_text(textwrap.dedent(PARALLEL).replace(
+        "type: parallel", "type: parallel\nname: c\ninputs: {files: {type: uri_folder}}\noutputs: {rows: {type: uri_file}}"))
     with pytest.raises(YamlError) as info:
         prs_nb.load(path)
     assert info.value.path == str(path)
@@ -339,3 +342,25 @@ def test_node_settings_override_the_component_key_by_key(tmp_path: Path) -> None
     result = pj.run(backend="inline")
     assert result.status == "Completed", result.summary()
     assert sorted(result.nodes["s"].result.read_lines()) == ["score.py none"]
+
+
+def test_a_command_job_file_runs_as_a_one_node_pipeline(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("abc")
+    path = tmp_path / "cmd.yml"
+    path.write_text(textwrap.dedent("""
+    $schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json
+    type: command
+    name: copy_it
+    command: cp ${{inputs.src}}/a.txt ${{outputs.dst}}/b.txt
+    environment: azureml:AzureML-sklearn-1.0@latest
+    inputs:
+      src: {type: uri_folder, path: ./in}
+    outputs:
+      dst: {type: uri_folder, path: ./out}
+    """))
+    pj = prs_nb.load(path)
+    assert isinstance(pj, PipelineJob) and list(pj.jobs) == ["copy_it"]
+    result = pj.run()
+    assert result.status == "Completed", result.summary()
+    assert (tmp_path / "out" / "b.txt").read_text() == "abc"

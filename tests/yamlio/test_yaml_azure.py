@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -95,6 +96,7 @@ def test_random_exports_pass_azure_validation(azure: Any, spec: JobSpec) -> None
     assert comp.mini_batch_error_threshold == spec.mini_batch_error_threshold
     assert comp.logging_level == spec.logging_level
     assert comp.retry_settings.max_retries == spec.retry_settings.max_retries
+    assert comp.retry_settings.timeout == math.ceil(spec.retry_settings.timeout)  # whole seconds, rounded up
     assert comp.resources.instance_count == spec.resources.instance_count
     assert comp.max_concurrency_per_instance == spec.max_concurrency_per_instance
     assert comp.input_data == spec.input_data
@@ -187,8 +189,8 @@ def test_what_prs_nb_rejects_azure_rejects_too(azure: Any, tmp_path: Path, chang
         assert not comp._validate().passed, key
 
 
-@pytest.mark.parametrize("changes, key", [(c[0], c[1]) for c in CASES[_AZ:_AZ + 12]],
-                         ids=[c[1] for c in CASES[_AZ:_AZ + 12]])
+@pytest.mark.parametrize("changes, key", [(c[0], c[1]) for c in CASES[_AZ:_AZ + 13]],
+                         ids=[c[1] for c in CASES[_AZ:_AZ + 13]])
 def test_what_azure_misses_prs_nb_catches(azure: Any, tmp_path: Path, changes: dict[str, Any], key: str) -> None:
     """Contract 11: azure-ai-ml loads and validates these; prs_nb.load rejects them."""
     path = write_component(tmp_path, changes)

@@ -204,3 +204,23 @@ def test_dataframe_input_exports_as_an_mltable_folder(tmp_path: Path) -> None:
     assert len(lines) == 40 and "k3 9" in lines
     with pytest.raises(ConfigError, match="exports with a path"):
         job(t=df).to_yaml()
+
+
+def test_cell_source_gets_what_other_cells_defined(tmp_path: Path) -> None:
+    """A %%parallel_run-style cell uses an import and a constant from earlier cells of the notebook."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        assert shell.run_cell("import os\nPREFIX = 'id-'\ndef tidy(s):\n    return s.strip()\n").success
+        cell = "def run(mini_batch):\n    return [PREFIX + tidy(os.path.basename(p)) for p in mini_batch]\n"
+        assert shell.run_cell(cell).success
+        fn = shell.user_ns["run"]
+    finally:
+        InteractiveShell.clear_instance()
+    text = entry_script_source(RunFunction(run=fn, source=cell))
+    assert "import os" in text and "PREFIX = 'id-'" in text and "def tidy(s):" in text
+    assert text.index("PREFIX") < text.index("def run(")
+    ns: dict[str, object] = {}
+    exec(compile(text, "entry.py", "exec"), ns)
+    assert ns["run"](["/a/ b.txt"]) == ["id-b.txt"]  # type: ignore[operator]

@@ -88,6 +88,8 @@ CASES = [
     ({"retry_settings": {"timeout": 0}}, "retry_settings.timeout", ["(0, 259200]", "got integer 0"]),
     ({"retry_settings": {"timeout": 300000}}, "retry_settings.timeout", ["(0, 259200]", "300000"]),
     ({"retry_settings": {"max_retries": -1}}, "retry_settings.max_retries", [">= 0", "got -1"]),
+    ({"retry_settings": {"timeout": 1.5}}, "retry_settings.timeout", ["whole seconds", "truncate it to 1",
+                                                                      "write 2"]),
     ({"task": _DELETE}, "task", ["needs a task"]),
     ({"task.entry_script": _DELETE}, "task.entry_script", ["missing", "entry_script: score.py"]),
     ({"task.entry_script": "missing.py"}, "task.entry_script", ["'missing.py' not found"]),
@@ -105,7 +107,7 @@ CASES = [
     ({"inputs.k.default": 12}, "inputs.k.default", ["<= max 9", "got 12"]),
     ({"partition_keys": "store"}, "partition_keys", ["list of column names", "got string 'store'"]),
     ({"mini_batch_size": "${{parent.inputs.mbs}}"}, "mini_batch_size", ["pipeline job's jobs: section"]),
-    ({"type": "command"}, "type", ["type: parallel", "type: pipeline", "got type: 'command'"]),
+    ({"type": "sweep"}, "type", ["type: parallel", "type: pipeline", "got type: 'sweep'"]),
 ]
 
 

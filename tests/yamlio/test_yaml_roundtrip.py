@@ -94,3 +94,42 @@ def test_to_yaml_without_path_returns_the_text_and_writes_nothing(tmp_path, monk
         task=job.spec.task.__class__(code=str(tmp_path / "src"), entry_script="score.py", environment="azureml:e:1"))
     bound = job(d="data")
     assert "type: pipeline" in bound.to_yaml() and "path: ./data" in bound.to_yaml()
+
+
+def test_design_example_exports_and_reruns_unchanged(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """DESIGN.md's job: ports with paths (an Output(path=...)), a literal with a default, program
+    arguments and append_row_to. Exported, loaded and rerun it writes the same output file."""
+    from prs_nb import Input, Output, RunFunction, parallel_run_function
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "score.py").write_text(
+        "import argparse, os\n"
+        "def init():\n    global t\n    p = argparse.ArgumentParser()\n    p.add_argument('--threshold', type=float)\n"
+        "    t = p.parse_known_args()[0].threshold\n"
+        "def run(mb):\n    return [f'{os.path.basename(x)} {t}' for x in mb]\n")
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    for i in range(5):
+        (tmp_path / "data" / "images" / f"i{i}.png").write_bytes(b"x")
+    score = parallel_run_function(
+        name="score-images",
+        inputs=dict(images=Input(type="uri_folder"), threshold=Input(type="number", default=0.5)),
+        outputs=dict(scores=Output(type="uri_file", path="out/scores.txt")),
+        input_data="${{inputs.images}}", mini_batch_size="2", max_concurrency_per_instance=1,
+        mini_batch_error_threshold=5, retry_settings=dict(max_retries=2, timeout=60),
+        task=RunFunction(code="./src", entry_script="score.py", program_arguments="--threshold ${{inputs.threshold}}",
+                         append_row_to="${{outputs.scores}}"),
+    )
+    job = score(images=Input(type="uri_folder", path="data/images"), threshold=0.7)
+    first = job.run(progress=False).read_lines()
+    job.to_yaml("score.yml")
+    pj = prs_nb.load("score.yml")
+    assert isinstance(pj, PipelineJob)
+    (tmp_path / "out" / "scores.txt").unlink()
+    result = pj.run()
+    assert result.status == "Completed", result.summary()
+    assert sorted((tmp_path / "out" / "scores.txt").read_text().splitlines()) == sorted(first)
+    assert sorted(first) == [f"i{i}.png 0.7" for i in range(5)]
+    back = pj.to_parallel_job().spec
+    assert back.output_bindings == {"scores": str(tmp_path / "out" / "scores.txt")}
+    assert back.bindings == {"images": str(tmp_path / "data" / "images"), "threshold": 0.7}
