@@ -48,4 +48,7 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-settings.load_profile(os.environ.get("PRS_NB_HYPOTHESIS_PROFILE", "prs_nb"))
+# CI replays the same examples on every run (derandomize), so a red CI means the code changed; a
+# developer's run explores new random examples each time (and prints how to reproduce a failure).
+settings.register_profile("ci", parent=settings.get_profile("prs_nb"), derandomize=True)
+settings.load_profile(os.environ.get("PRS_NB_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "prs_nb"))

@@ -127,7 +127,15 @@ def read_slice(s: TableSlice, *, usecols: Sequence[str] | None = None, finish: b
         elif s.fmt == "jsonl":
             df = _read_jsonl(s, opts, usecols)
         elif s.fmt == "parquet":
-            df = _read_parquet(s, usecols)
+            try:
+                df = _read_parquet(s, usecols)
+            except (KeyError, TypeError, IndexError, AttributeError) as exc:
+                # pyarrow trusts the file's pandas metadata (a JSON text in its schema): damaged, it
+                # fails deep inside pandas_compat with a bare KeyError/TypeError
+                raise InputDataError(
+                    f"{prefix}cannot read {describe_slice(s)}: its pandas metadata (the 'pandas' entry of the "
+                    f"Parquet schema) is damaged ({type(exc).__name__}: {exc}); re-write the file"
+                ) from exc
         else:
             raise InputDataError(f"{prefix}unknown table format {s.fmt!r} for {s.path}; expected csv, jsonl or parquet")
     except InputDataError:

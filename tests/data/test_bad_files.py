@@ -141,6 +141,22 @@ def test_mutated_parquet(scratch, mutations, size):
     try_plan_and_read(path, size=size)
 
 
+def test_parquet_with_damaged_pandas_metadata(tmp_path):
+    """Found by test_mutated_parquet: pyarrow raised a bare KeyError from pandas_compat."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(pd.DataFrame({"id": [1, 2]}), preserve_index=False)
+    meta = json.loads(table.schema.metadata[b"pandas"])
+    for col in meta["columns"]:
+        col.pop("pandas_type")
+    pq.write_table(table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()}), tmp_path / "t.parquet")
+    [error] = plan_and_read(str(tmp_path / "t.parquet"))
+    assert isinstance(error, InputDataError)
+    check_clear(error, "t.parquet")
+    assert "pandas metadata" in str(error)
+
+
 @PARSING
 @given(st.sampled_from([("t.csv", CSV), ("t.jsonl", JSONL), ("t.parquet", PARQUET)]), st.floats(0, 1),
        st.sampled_from([None, "64"]))
