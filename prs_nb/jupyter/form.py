@@ -140,6 +140,15 @@ class JobForm:
 
         self.functions = dict(functions or {})
         self.source = source
+        # Ports the form has no fields for, kept as they were loaded so that Load YAML -> Export YAML keeps
+        # them: the data input's and the append_row output's names, other inputs (literals for
+        # program_arguments, models ...) with their bound values, and other outputs with their paths.
+        self.data_input = "data"
+        self.results_output = "results"
+        self.other_inputs: dict[str, Input] = {}
+        self.other_bindings: dict[str, Any] = {}
+        self.other_outputs: dict[str, Output] = {}
+        self.other_output_bindings: dict[str, str] = {}
         self.base_dir = base_dir
         self.fields = form_fields()
         self.widgets: dict[str, Any] = {}
@@ -282,15 +291,19 @@ class JobForm:
                 raw = fld.default
             kw[fld.key] = raw
         in_type = v["input_type"]
-        kw["inputs"] = {"data": Input(type=in_type)}
-        kw["input_data"] = "${{inputs.data}}"
+        data, results = self.data_input, self.results_output
+        kw["inputs"] = {data: Input(type=in_type), **self.other_inputs}
+        kw["input_data"] = "${{inputs." + data + "}}"
         path = v["input_path"].strip()
-        kw["bindings"] = {"data": Input(type=in_type, path=path)} if path else {}
+        kw["bindings"] = {**({data: Input(type=in_type, path=path)} if path else {}), **self.other_bindings}
+        kw["outputs"] = dict(self.other_outputs)
+        kw["output_bindings"] = dict(self.other_output_bindings)
         if v["append_row"]:
             out = v["output_path"].strip()
             is_file = bool(out) and os.path.splitext(out.rstrip("/"))[1] != "" and not out.endswith("/")
-            kw["outputs"] = {"results": Output(type="uri_file" if is_file else "uri_folder")}
-            kw["output_bindings"] = {"results": out} if out else {}
+            kw["outputs"][results] = Output(type="uri_file" if is_file else "uri_folder")
+            if out:
+                kw["output_bindings"][results] = out
         kw["resources"] = Resources(instance_count=v["resources.instance_count"])
         kw["retry_settings"] = RetrySettings(max_retries=v["retry_settings.max_retries"],
                                              timeout=_whole(v["retry_settings.timeout"]))
@@ -298,7 +311,7 @@ class JobForm:
         funcs = {} if script else self.functions
         kw["task"] = RunFunction(code=v["task.code"].strip() or None, entry_script=script,
                                  program_arguments=v["task.program_arguments"].strip() or None,
-                                 append_row_to="${{outputs.results}}" if v["append_row"] else None,
+                                 append_row_to="${{outputs." + results + "}}" if v["append_row"] else None,
                                  init=funcs.get("init"), run=funcs.get("run"), shutdown=funcs.get("shutdown"),
                                  source=self.source if funcs else None)
         return JobSpec(**kw)
@@ -329,6 +342,12 @@ class JobForm:
         values["input_type"] = port.type if port is not None and port.type in _INPUT_TYPES else "uri_folder"
         out = spec.append_row_output
         values["append_row"] = out is not None
+        self.data_input = name or "data"
+        self.results_output = out or "results"
+        self.other_inputs = {k: p for k, p in spec.inputs.items() if k != name}
+        self.other_bindings = {k: b for k, b in spec.bindings.items() if k != name}
+        self.other_outputs = {k: o for k, o in spec.outputs.items() if k != out}
+        self.other_output_bindings = {k: b for k, b in spec.output_bindings.items() if k != out}
         values["output_path"] = self._relative(spec.output_bindings.get(out) or spec.outputs[out].path or "") if out else ""
         values["resources.instance_count"] = spec.resources.instance_count
         values["retry_settings.max_retries"] = spec.retry_settings.max_retries
@@ -535,7 +554,9 @@ def spec_to_python(spec: JobSpec) -> str:
     for key in ("display_name", "description"):
         if getattr(spec, key):
             args.append(f"{key}={getattr(spec, key)!r}")
-    args.append("inputs={" + ", ".join(f"{k!r}: Input(type={p.type!r})" for k, p in spec.inputs.items()) + "}")
+    args.append("inputs={" + ", ".join(
+        f"{k!r}: Input(type={p.type!r}" + (f", default={p.default!r}" if p.default is not None else "") + ")"
+        for k, p in spec.inputs.items()) + "}")
     if spec.outputs:
         args.append("outputs={" + ", ".join(f"{k!r}: Output(type={p.type!r})" for k, p in spec.outputs.items()) + "}")
     if spec.input_data:

@@ -206,3 +206,49 @@ def test_progress_render_is_throttled(project):
     assert p.done == 100 and p.title.value == first  # counted, not redrawn
     p.on_event(ev.JobFinished("Completed", "", {"total": 100, "succeeded": 100, "failed": 0}, time.time()))
     assert "100/100" in p.title.value
+
+
+COMPONENT = """\
+$schema: https://azuremlschemas.azureedge.net/latest/parallelComponent.schema.json
+type: parallel
+name: score_images
+inputs:
+  images: {type: uri_folder}
+  threshold: {type: number, default: 0.5}
+outputs:
+  scores: {type: uri_file}
+input_data: ${{inputs.images}}
+mini_batch_size: "3"
+mini_batch_error_threshold: 1
+retry_settings: {max_retries: 1, timeout: 30}
+task:
+  type: run_function
+  code: ./src
+  entry_script: score.py
+  program_arguments: --threshold ${{inputs.threshold}}
+  append_row_to: ${{outputs.scores}}
+  environment: azureml:my-env:1
+"""
+
+
+def test_azure_component_with_named_ports_loads_runs_and_round_trips(project):
+    (project / "score.yml").write_text(COMPONENT)
+    form = JobForm()
+    form.yaml_path.value = "score.yml"
+    form.load_button.click()
+    spec = form.to_spec()
+    assert spec.input_data == "${{inputs.images}}" and spec.task.append_row_to == "${{outputs.scores}}"
+    assert spec.inputs["threshold"].default == 0.5 and spec.task.program_arguments == "--threshold ${{inputs.threshold}}"
+    assert form.values()["mini_batch_size"] == "3" and form.values()["task.code"] == "src"
+    form.widgets["input_path"].value = "data"  # bind the data, as a user of the app does
+    assert "<b>9</b> mini-batch(es)" in form.preview.value and not form.run_button.disabled
+    form.yaml_path.value = "bound.yml"
+    form.export_button.click()
+    other = JobForm()
+    other.yaml_path.value = "bound.yml"
+    other.load_button.click()
+    assert other.values() == form.values()
+    assert other.to_spec() == form.to_spec()
+    assert "'threshold': Input(type='number', default=0.5)" in form.python()
+    form.run(wait=True)
+    assert form.result.counts["succeeded"] == 8 and form.result.counts["failed"] == 1  # f07 fails; 1 tolerated

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 from IPython.core.error import UsageError
+from IPython.terminal.interactiveshell import TerminalInteractiveShell
 from IPython.testing.globalipapp import start_ipython
 
 from prs_nb.errors import JobFailedError, UserCodeError
@@ -31,7 +32,8 @@ def run(mini_batch):
 
 @pytest.fixture(scope="module")
 def shell():
-    ip = start_ipython()
+    start_ipython()  # once per process (a second call returns None); then the shell is the singleton
+    ip = TerminalInteractiveShell.instance()
     ip.run_line_magic("load_ext", "prs_nb")
     return ip
 

@@ -10,6 +10,7 @@ import textwrap
 
 import nbformat
 import pytest
+from IPython.terminal.interactiveshell import TerminalInteractiveShell
 from IPython.testing.globalipapp import start_ipython
 from nbclient import NotebookClient
 
@@ -48,7 +49,8 @@ def test_plain_script_shows_text_bar_and_error_summary(workdir):
 
 
 def test_form_flag_opens_the_prefilled_form(workdir):
-    ip = start_ipython()
+    start_ipython()  # once per process (a second call returns None); then the shell is the singleton
+    ip = TerminalInteractiveShell.instance()
     ip.run_line_magic("load_ext", "prs_nb")
     (workdir / "data").mkdir()
     for i in range(6):
