@@ -103,7 +103,9 @@ _MAX_CODE_FILES = 5000
 
 
 def _code_dir(spec: Any, base_dir: str) -> str | None:
-    t = spec.task
+    t = getattr(spec, "task", None)
+    if t is None:
+        return None
     if t.code:
         return os.path.abspath(os.path.join(base_dir, t.code))
     return None if t.uses_functions else base_dir  # an entry script without code= lives in base_dir
