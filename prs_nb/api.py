@@ -12,19 +12,9 @@ from typing import Any
 
 from prs_nb.errors import ConfigError
 from prs_nb.results import RunResult
-from prs_nb.spec import Input, JobSpec, Output, Resources, RetrySettings, RunFunction
+from prs_nb.spec import Input, JobSpec, Output, Resources, RetrySettings, RunFunction, literal_type
 
 _LOCAL_OPTIONS = ("backend", "runs_root", "ordered_output", "allowed_failed_percent", "append_row_file_name")
-
-
-def _literal_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    return "string"
 
 
 def _is_frame(value: Any) -> bool:
@@ -44,7 +34,7 @@ def _split_inputs(inputs: Mapping[str, Any] | None) -> tuple[dict[str, Input], d
             ports[name] = Input(type="mltable")
             bindings[name] = value
         elif isinstance(value, (bool, int, float, str)):
-            ports[name] = Input(type=_literal_type(value), default=value)
+            ports[name] = Input(type=literal_type(value), default=value)
         elif isinstance(value, os.PathLike):
             ports[name] = Input(type="uri_folder", path=os.fspath(value))
         else:

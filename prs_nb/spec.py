@@ -21,6 +21,19 @@ from prs_nb.errors import ConfigError
 ASSET_TYPES = ("uri_folder", "uri_file", "mltable", "custom_model", "mlflow_model", "triton_model")
 LITERAL_TYPES = ("string", "integer", "number", "boolean")
 INPUT_TYPES = ASSET_TYPES + LITERAL_TYPES
+
+
+def literal_type(value: Any) -> str:
+    """The Azure literal input type of a Python value (bool before int: True is an int)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return "string"
+
+
 OUTPUT_TYPES = ("uri_folder", "uri_file", "mltable", "custom_model", "mlflow_model")
 LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING")
 BACKENDS = ("local", "inline", "ray")

@@ -19,7 +19,7 @@ from typing import Any
 
 from prs_nb.errors import ConfigError
 from prs_nb.pipeline import CommandNode, JobOutput, Node, ParallelNode, ParentInput, ParentOutput, PipelineJob
-from prs_nb.spec import INPUT_TYPES, LITERAL_TYPES, OUTPUT_TYPES, Input, Output
+from prs_nb.spec import INPUT_TYPES, LITERAL_TYPES, OUTPUT_TYPES, Input, Output, literal_type
 from prs_nb.yaml_io import component_name
 from prs_nb.yamlio.export import (
     EXTENSION_KEY,
@@ -67,16 +67,6 @@ _NODE_SETTING_KEYS = tuple(k for k in COMPONENT_KEYS if k not in ("$schema", "ty
 
 def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
-
-
-def _literal_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    return "string"
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -132,7 +122,7 @@ def _pipeline_input(w: Where, name: str, value: Any, base: str) -> Input:
     if isinstance(value, (bool, int, float, str)):
         if isinstance(value, str) and _ANY_REF.search(value):
             raise w.error(name, f"a pipeline input cannot be a binding (got {value!r})")
-        return Input(type=_literal_type(value), default=value)
+        return Input(type=literal_type(value), default=value)
     d = _mapping(w, name, value)
     if d.get("type") in LITERAL_TYPES and "default" not in d and "value" in d:
         d = {**{k: v for k, v in d.items() if k != "value"}, "default": d["value"]}
@@ -297,7 +287,7 @@ def _infer_port(value: Any, p_inputs: Mapping[str, Input], done: Mapping[str, No
         return {"type": producer.output_type(value.output) if producer is not None else "uri_folder"}
     if isinstance(value, Input):
         return {"type": value.type}
-    return {"type": _literal_type(value)}
+    return {"type": literal_type(value)}
 
 
 def _infer_out_port(value: Any, p_outputs: Mapping[str, Output]) -> dict[str, Any]:
