@@ -34,7 +34,7 @@ for i in range({n}):
 def run(mini_batch):
     return [os.path.basename(p) for p in mini_batch]
 job = parallel_run_function(name="overhead", inputs={{"d": Input(type="uri_folder")}}, outputs={{"o": Output()}},
-                            mini_batch_size="1", max_concurrency_per_instance=2,
+                            mini_batch_size="1", max_concurrency_per_instance=2, is_deterministic=False,
                             task=RunFunction(run=run, append_row_to="${{{{outputs.o}}}}"))(d="files")
 class Timed:
     # measures the time the engine spends inside the display listener (every event, every redraw)
@@ -56,7 +56,7 @@ def timed(kind, record=True):
         print("TIMING", json.dumps({{"kind": kind, "seconds": dt, **extra}}))
 """
 
-MAGIC = """%%parallel_run --input files --mini_batch_size 1 -c 2 --append_row_to --name overhead_magic -o r
+MAGIC = """%%parallel_run --input files --mini_batch_size 1 -c 2 --append_row_to --name overhead_magic --is_deterministic false -o r
 import os
 def run(mini_batch):
     return [os.path.basename(p) for p in mini_batch]

@@ -67,6 +67,9 @@ JOB_FLAGS: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
     ("logging_level", ("--logging_level", "--logging-level"), {"choices": LOGGING_LEVELS}),
     ("backend", ("--backend", "-b"), {"choices": BACKENDS, "help": "local (default), inline or ray."}),
     ("runs_root", ("--runs_root", "--runs-root"), {"help": "Where run directories go (default prs_runs)."}),
+    ("is_deterministic", ("--is_deterministic", "--is-deterministic"),
+     {"choices": ("true", "false"), "help": "Reuse: true (default) serves an identical rerun from the cache; "
+                                           "false always runs."}),
 ]
 _FLAG_DESTS = [d for d, _o, _k in JOB_FLAGS]
 
@@ -167,6 +170,8 @@ def build_job(options: dict[str, Any], functions: dict[str, Any], source: str | 
     for key in ("backend", "runs_root", "allowed_failed_percent"):
         if o[key] is not None:
             local[key] = o[key]
+    if o["is_deterministic"] is not None:
+        local["is_deterministic"] = o["is_deterministic"] == "true"
     keys = [k.strip() for k in o["partition_keys"].split(",") if k.strip()] if o["partition_keys"] else None
     job = parallel_run_function(
         name=o["name"] or "parallel_run",

@@ -174,3 +174,19 @@ def test_terminal_shows_text_bar_and_error_summary(ip, capsys):
     out, err = capsys.readouterr()
     assert "parallel_run:" in err and "mb" in err  # the tqdm text bar
     assert "mini-batch 3 attempt 1" in out and "ValueError: cannot score f3.txt" in out
+
+
+def test_rerun_of_an_unchanged_cell_is_reused_unless_is_deterministic_false(ip):
+    """Reuse is on by default (contract 12): the same cell run again is served from the cache;
+    --is_deterministic false runs it again for real."""
+    flags = "--input data --mini_batch_size 2 -c 1 --append_row_to -o r --progress none"
+    ip.run_cell_magic("parallel_run", flags, RUN_NAMES)
+    first = ip.user_ns["r"]
+    ip.run_cell_magic("parallel_run", flags, RUN_NAMES)
+    again = ip.user_ns["r"]
+    assert not first.reused and again.reused and sorted(again.read_lines()) == sorted(first.read_lines())
+    ip.run_cell_magic("parallel_run", flags + " --is_deterministic false", RUN_NAMES)
+    fresh = ip.user_ns["r"]
+    assert not fresh.reused and fresh.counts["succeeded"] == 3
+    with pytest.raises(UsageError):
+        ip.run_cell_magic("parallel_run", flags + " --is_deterministic maybe", RUN_NAMES)
