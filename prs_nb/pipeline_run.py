@@ -39,10 +39,8 @@ from prs_nb.pipeline import (
     PipelineJob,
     PipelineResult,
 )
-from prs_nb.spec import Input, Output
+from prs_nb.spec import BINDING_RE, OPTIONAL_SEGMENT_RE, Input, Output
 
-_CMD_REF = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_OPTIONAL_RE = re.compile(r"\$\[\[(.*?)\]\]", re.S)
 _LOG_TAIL = 2000
 
 
@@ -195,9 +193,9 @@ def _command_line(node: CommandNode, inputs: Mapping[str, Any], outputs: Mapping
 
     def optional(m: re.Match[str]) -> str:
         seg = m.group(1)
-        return "" if any(value(k, r) is None for k, r in _CMD_REF.findall(seg)) else seg
+        return "" if any(value(k, r) is None for k, r in BINDING_RE.findall(seg)) else seg
 
-    text = _OPTIONAL_RE.sub(optional, node.command)
+    text = OPTIONAL_SEGMENT_RE.sub(optional, node.command)
     missing: list[str] = []
 
     def sub(m: re.Match[str]) -> str:
@@ -207,7 +205,7 @@ def _command_line(node: CommandNode, inputs: Mapping[str, Any], outputs: Mapping
             return ""
         return v
 
-    text = _CMD_REF.sub(sub, text)
+    text = BINDING_RE.sub(sub, text)
     if missing:
         raise ConfigError(f"jobs.{node.name}.command uses {', '.join(missing)} but no value is bound: bind it in the "
                           "node's inputs, or wrap that part of the command in $[[ ... ]] to make it optional")

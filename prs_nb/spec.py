@@ -42,9 +42,12 @@ DEFAULT_TABULAR_MINI_BATCH_SIZE = 1024 * 1024
 DEFAULT_APPEND_ROW_FILE_NAME = "parallel_run_step.txt"
 MAX_TIMEOUT_S = 259200
 _MBS_RE = re.compile(r"\d+([kKmMgG][bB])*")  # used with fullmatch: "10\n" is no size
-_BINDING_RE = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+#: ${{inputs.x}} / ${{outputs.y}} inside a string (program_arguments, command)
+BINDING_RE = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+#: an optional $[[...]] segment of program_arguments / command: dropped when its bindings are unset
+OPTIONAL_SEGMENT_RE = re.compile(r"\$\[\[(.*?)\]\]", re.S)
 _INPUT_DATA_RE = re.compile(r"^\$\{\{\s*inputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
-_OUTPUT_REF_RE = re.compile(r"^\$\{\{\s*outputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
+OUTPUT_REF_RE = re.compile(r"^\$\{\{\s*outputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
 _FORBIDDEN_FILE_CHARS = set('~"#%&*:<>?/\\{|}')
 _PORT_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -501,7 +504,7 @@ class JobSpec:
                     f"{', '.join(self.inputs) or '(none)'}"
                 )
         if self.task.append_row_to is not None:
-            m = _OUTPUT_REF_RE.match(self.task.append_row_to)
+            m = OUTPUT_REF_RE.match(self.task.append_row_to)
             if not m:
                 raise ConfigError(
                     f"task.append_row_to must be a binding like '${{{{outputs.result}}}}' (got {self.task.append_row_to!r})"
@@ -511,7 +514,7 @@ class JobSpec:
                     f"task.append_row_to refers to outputs.{m.group(1)}, which is not declared; declared outputs: "
                     f"{', '.join(self.outputs) or '(none)'}"
                 )
-        for ref_kind, ref_name in _BINDING_RE.findall(self.task.program_arguments or ""):
+        for ref_kind, ref_name in BINDING_RE.findall(self.task.program_arguments or ""):
             ports = self.inputs if ref_kind == "inputs" else self.outputs
             if ref_name not in ports:
                 raise ConfigError(
@@ -541,7 +544,7 @@ class JobSpec:
         """Name of the output the append_row file goes to, or None for summary_only."""
         if self.task.append_row_to is None:
             return None
-        m = _OUTPUT_REF_RE.match(self.task.append_row_to)
+        m = OUTPUT_REF_RE.match(self.task.append_row_to)
         return m.group(1) if m else None
 
     def replace(self, **changes: Any) -> JobSpec:

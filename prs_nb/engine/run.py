@@ -26,10 +26,7 @@ from prs_nb.outputs import (
     resolve_output_paths,
 )
 from prs_nb.results import RunResult
-from prs_nb.spec import JobSpec, warn_partitions_override
-
-_REF_RE = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_OPTIONAL_RE = re.compile(r"\$\[\[(.*?)\]\]", re.S)
+from prs_nb.spec import BINDING_RE, OPTIONAL_SEGMENT_RE, JobSpec, warn_partitions_override
 
 
 def new_run_id() -> str:
@@ -71,12 +68,12 @@ def resolve_program_arguments(spec: JobSpec, base_dir: str, output_paths: dict[s
 
     def optional(m: re.Match[str]) -> str:
         seg = m.group(1)
-        for kind, name in _REF_RE.findall(seg):
+        for kind, name in BINDING_RE.findall(seg):
             if value_of(kind, name) is None:
                 return ""
         return seg
 
-    text = _OPTIONAL_RE.sub(optional, text)
+    text = OPTIONAL_SEGMENT_RE.sub(optional, text)
     missing: list[str] = []
 
     def sub(m: re.Match[str]) -> str:
@@ -89,11 +86,11 @@ def resolve_program_arguments(spec: JobSpec, base_dir: str, output_paths: dict[s
     # Split the template first, then put the values in: a value with spaces (a path like
     # "my data/") stays one argument, and quotes the user wrote around a binding are not doubled.
     try:
-        tokens = shlex.split(_REF_RE.sub(lambda m: "${{" + m.group(1) + "." + m.group(2) + "}}", text))
+        tokens = shlex.split(BINDING_RE.sub(lambda m: "${{" + m.group(1) + "." + m.group(2) + "}}", text))
     except ValueError as exc:
         raise ConfigError(f"program_arguments cannot be split like a shell command line: {exc} "
                           f"(got {spec.task.program_arguments!r})") from None
-    argv = [_REF_RE.sub(sub, tok) for tok in tokens]
+    argv = [BINDING_RE.sub(sub, tok) for tok in tokens]
     if missing:
         raise ConfigError(
             f"program_arguments uses {', '.join(missing)} but no value is bound: pass it when calling the job, "

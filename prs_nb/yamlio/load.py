@@ -28,10 +28,13 @@ import yaml
 
 from prs_nb.errors import ConfigError
 from prs_nb.spec import (
+    BINDING_RE,
     INPUT_TYPES,
     LITERAL_TYPES,
     LOGGING_LEVELS,
     MAX_TIMEOUT_S,
+    OPTIONAL_SEGMENT_RE,
+    OUTPUT_REF_RE,
     OUTPUT_TYPES,
     Input,
     JobSpec,
@@ -67,11 +70,8 @@ EXTENSION_KEYS = ("timeout", "backend", "runs_root", "ordered_output", "allowed_
                   "allowed_failed_percent_argument", "append_row_file_name", "output_action", "api",
                   "environment_variables", "compute", "identity", "experiment_name", "name", "display_name")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-_REF_RE = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _ANY_REF_RE = re.compile(r"\$\{\{(.*?)\}\}")
 _INPUT_DATA_RE = re.compile(r"^\$\{\{\s*inputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
-_OUTPUT_REF_RE = re.compile(r"^\$\{\{\s*outputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
-_OPTIONAL_RE = re.compile(r"\$\[\[(.*?)\]\]", re.S)
 
 
 def read_yaml(path: str) -> dict[str, Any]:
@@ -475,7 +475,7 @@ def _task(w: Where, d: dict[str, Any], base: str, inputs: Mapping[str, Input],
     append = d.get("append_row_to")
     if append is not None:
         _expect(w, "append_row_to", append, (str,), "a binding like ${{outputs.result}}")
-        m = _OUTPUT_REF_RE.match(append)
+        m = OUTPUT_REF_RE.match(append)
         if not m:
             raise w.error("append_row_to", f"expected a binding like ${{{{outputs.result}}}}, got {append!r}")
         if m.group(1) not in outputs:
@@ -508,7 +508,7 @@ def _task(w: Where, d: dict[str, Any], base: str, inputs: Mapping[str, Input],
 def _check_refs(w: Where, key: str, text: str, inputs: Mapping[str, Input], outputs: Mapping[str, Output]) -> None:
     for m in _ANY_REF_RE.finditer(text):
         inner = m.group(1).strip()
-        ref = _REF_RE.fullmatch(m.group(0))
+        ref = BINDING_RE.fullmatch(m.group(0))
         if ref is None:
             raise w.error(key, f"{m.group(0)!r} is not a binding this job can resolve; expected "
                                "${{inputs.<name>}} or ${{outputs.<name>}} (got " + repr(inner) + ")")
@@ -517,6 +517,6 @@ def _check_refs(w: Where, key: str, text: str, inputs: Mapping[str, Input], outp
         if name not in ports:
             raise w.error(key, f"refers to {kind}.{name}, which is not declared (declared {kind}: "
                                f"{', '.join(ports) or 'none'})")
-    for seg in _OPTIONAL_RE.findall(text):
-        if not _REF_RE.search(seg):
+    for seg in OPTIONAL_SEGMENT_RE.findall(text):
+        if not BINDING_RE.search(seg):
             raise w.error(key, f"the optional segment $[[{seg}]] names no ${{{{inputs.x}}}}; it would never be dropped")

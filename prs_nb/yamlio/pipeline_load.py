@@ -19,7 +19,15 @@ from typing import Any
 
 from prs_nb.errors import ConfigError
 from prs_nb.pipeline import CommandNode, JobOutput, Node, ParallelNode, ParentInput, ParentOutput, PipelineJob
-from prs_nb.spec import INPUT_TYPES, LITERAL_TYPES, OUTPUT_TYPES, Input, Output, literal_type
+from prs_nb.spec import (
+    BINDING_RE,
+    INPUT_TYPES,
+    LITERAL_TYPES,
+    OUTPUT_TYPES,
+    Input,
+    Output,
+    literal_type,
+)
 from prs_nb.yaml_io import component_name
 from prs_nb.yamlio.export import (
     EXTENSION_KEY,
@@ -59,8 +67,6 @@ _PARENT_IN = re.compile(r"^\$\{\{\s*parent\.inputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\
 _PARENT_OUT = re.compile(r"^\$\{\{\s*parent\.outputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
 _JOB_OUT = re.compile(r"^\$\{\{\s*parent\.jobs\.([A-Za-z_][A-Za-z0-9_]*)\.outputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
 _ANY_REF = re.compile(r"\$\{\{(.*?)\}\}")
-_CMD_REF = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_OPTIONAL_RE = re.compile(r"\$\[\[(.*?)\]\]", re.S)
 _NODE_SETTING_KEYS = tuple(k for k in COMPONENT_KEYS if k not in ("$schema", "type", "name", "version", "inputs",
                                                                   "outputs"))
 
@@ -341,7 +347,7 @@ def _command_node(w: Where, name: str, nd: dict[str, Any], base: str, p_inputs: 
         if isinstance(b, ParentOutput):
             out_types.setdefault(str(k), p_outputs[b.name].type)
     for m in _ANY_REF.finditer(command):
-        ref = _CMD_REF.fullmatch(m.group(0))
+        ref = BINDING_RE.fullmatch(m.group(0))
         if ref is None:
             raise w.error("command", f"{m.group(0)!r} cannot be resolved in a command; expected ${{{{inputs.<name>}}}} "
                                      "or ${{outputs.<name>}}")
