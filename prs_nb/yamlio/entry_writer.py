@@ -175,6 +175,8 @@ class _Collector:
             else:
                 self.add_import(f"import {mod} as {name}")
             return
+        if getattr(builtins, name, None) is not None and getattr(value, "__wrapped__", None) is getattr(builtins, name):
+            return  # IPython's user namespace wraps builtins (its `open`): the entry script uses the builtin
         if isinstance(value, (types.FunctionType, type)):
             module = getattr(value, "__module__", None) or ""
             qual = getattr(value, "__qualname__", name)

@@ -143,6 +143,35 @@ def test_functions_from_an_ipython_cell_export(tmp_path: Path) -> None:
     assert ns["run"](["/x/ab.txt"]) == ["00ab"]  # type: ignore[operator]
 
 
+def test_ipython_wrapped_builtins_stay_builtins(tmp_path: Path) -> None:
+    """IPython puts a functools.wraps-wrapper of open() in the user namespace; the entry script must use
+    the builtin open, not `from io import open`."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        res = shell.run_cell(
+            "def run(mini_batch):\n"
+            "    out = []\n"
+            "    for p in mini_batch:\n"
+            "        with open(p) as fh:\n"
+            "            out.append(fh.read().strip())\n"
+            "    return out\n",
+            store_history=True,
+        )
+        assert res.success
+        fn = shell.user_ns["run"]
+        assert fn.__globals__["open"] is not open  # the wrapper this test is about
+    finally:
+        InteractiveShell.clear_instance()
+    text = entry_script_source(RunFunction(run=fn))
+    assert "import open" not in text and "def run(mini_batch):" in text
+    (tmp_path / "a.txt").write_text("hello\n")
+    ns: dict[str, object] = {}
+    exec(compile(text, "entry.py", "exec"), ns)
+    assert ns["run"]([str(tmp_path / "a.txt")]) == ["hello"]  # type: ignore[operator]
+
+
 def test_a_global_that_is_not_source_is_a_clear_error(tmp_path: Path) -> None:
     job = parallel_run_function(name="locked", inputs=dict(d=Input(type="uri_folder")),
                                 task=RunFunction(run=uses_lock))
