@@ -64,5 +64,7 @@ def plot_timeline(rows: Iterable[Sequence[Any]], *, ax: Any = None, title: str |
     ax.set_title(title or f"{len(data)} mini-batch attempts on {len(lane_keys)} worker process(es)")
     present = [o for o in COLOURS if o in by_outcome]
     if present:
-        ax.legend(handles=[Patch(color=COLOURS[o], label=o) for o in present], loc="upper right", fontsize=8)
+        # outside the axes, right of the lanes: inside it would hide the last bars of the top lane
+        ax.legend(handles=[Patch(color=COLOURS[o], label=o) for o in present], loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
     return ax

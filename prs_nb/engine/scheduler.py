@@ -298,11 +298,14 @@ class Scheduler:
         round trip (about QUEUE_SECONDS of run() time), never more than a fair share of what is left."""
         avg = self._avg_run
         depth = PREFETCH if avg is None else int(QUEUE_SECONDS / max(avg, 1e-6)) + 1
-        depth = max(PREFETCH, min(MAX_DEPTH, depth))
+        # run() calls long enough that a round trip is negligible: hold only the running mini-batch, so
+        # none waits behind a slow or hung call (up to the timeout) while another worker is idle
+        floor = 1 if avg is not None and avg >= QUEUE_SECONDS else PREFETCH
+        depth = max(floor, min(MAX_DEPTH, depth))
         if self.listing_done:
             ready = sum(1 for w in self.workers if w.state == "ready") or 1
             left = len(self.pending) + len(self.retry)
-            depth = min(depth, max(PREFETCH, -(-left // ready)))
+            depth = min(depth, max(floor, -(-left // ready)))
         return depth
 
     def _fill_workers(self) -> None:
