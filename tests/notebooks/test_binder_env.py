@@ -1,8 +1,10 @@
 """The Binder environment, built the way repo2docker builds it minus Docker: a fresh venv, then
 ``pip install -r binder/requirements.txt``, then ``binder/postBuild`` run from the repository root with
-the venv first on PATH. The tutorials and widget apps then run in that venv's kernel.
+the venv first on PATH. The tutorials and widget apps then run in that venv's kernel, and that venv's
+JupyterLab serves what the README's Binder links open: lab/tree/notebooks and the job builder rendered
+by Voila (its form, as a widget, with no error output).
 
-This needs a package index (CI has one); the pip cache makes reruns fast (about a minute here).
+This needs a package index (CI has one); the pip cache makes reruns fast (about two minutes here).
 ``jupyter-repo2docker --no-build`` (pip-installed into its own venv) renders the Dockerfile Binder
 would build, which fails on a bad binder/ folder.
 """
@@ -12,9 +14,16 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
+import secrets
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
+from typing import Any
 
 import nbformat
 import pytest
@@ -37,13 +46,20 @@ def _env(venv: str, tmp: str) -> dict[str, str]:
     return env
 
 
+def _section(listing: str, header: str) -> str:
+    """The part of a `jupyter ... list` listing under ``header`` (up to the next blank line), colours removed."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", listing)
+    assert header in text, f"{header!r} not in:\n{text}"
+    return text.split(header, 1)[1].split("\n\n", 1)[0]
+
+
 def _run(cmd: list[str], *, env: dict[str, str], cwd: str, timeout: float) -> subprocess.CompletedProcess[str]:
     r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r
 
 
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(540)
 def test_binder_environment_runs_the_tutorials(tmp_path):
     assert os.access(os.path.join(ROOT, "binder", "postBuild"), os.X_OK), "binder/postBuild must be executable"
     venv = str(tmp_path / "venv")
@@ -70,10 +86,13 @@ def test_binder_environment_runs_the_tutorials(tmp_path):
     assert "usage: prs-nb" in _run([os.path.join(venv, "bin", "prs-nb"), "--help"], env=env, cwd=str(tmp_path),
                                    timeout=60).stdout
     # JupyterLab shows widgets (ipywidgets' lab extension) and serves Voila pages (its server extension)
+    # (each listed under the venv's own folders, not the folders of the interpreter running this test)
     labext = _run([py, "-m", "jupyter", "labextension", "list"], env=env, cwd=str(tmp_path), timeout=120)
-    assert "@jupyter-widgets/jupyterlab-manager" in labext.stdout + labext.stderr
+    mine = _section(labext.stdout + labext.stderr, os.path.join(venv, "share", "jupyter", "labextensions"))
+    assert re.search(r"@jupyter-widgets/jupyterlab-manager v\S+ enabled", mine), labext.stdout + labext.stderr
     serverext = _run([py, "-m", "jupyter", "server", "extension", "list"], env=env, cwd=str(tmp_path), timeout=120)
-    assert "voila" in (serverext.stdout + serverext.stderr) and "enabled" in serverext.stdout + serverext.stderr
+    mine = _section(serverext.stdout + serverext.stderr, "Config dir: " + os.path.join(venv, "etc", "jupyter"))
+    assert re.search(r"voila\.server_extension enabled", mine), serverext.stdout + serverext.stderr
 
     # the kernel nbclient starts there is the venv's python3
     check = tmp_path / "00_kernel_is_the_venv.ipynb"
@@ -98,6 +117,60 @@ def test_binder_environment_runs_the_tutorials(tmp_path):
         for path, seconds in ran.items():
             if path != str(check):
                 record_time(os.environ["PRS_NB_NOTEBOOK_TIMES"], "binder:" + os.path.relpath(path, ROOT), seconds)
+
+    # what the README's links open: JupyterLab on notebooks/, and the job builder rendered by Voila
+    site = tmp_path / "site"
+    for folder in ("notebooks", "widgets"):
+        shutil.copytree(os.path.join(ROOT, folder), site / folder,
+                        ignore=shutil.ignore_patterns("demo", "prs_runs", ".ipynb_checkpoints"))
+    port = _free_port()
+    token = secrets.token_hex(16)
+    base = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "lab.log", "wb") as log:
+        lab = subprocess.Popen([py, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
+                                f"--port={port}", f"--ServerApp.token={token}", f"--ServerApp.root_dir={site}",
+                                "--LabApp.news_url=None"], env=env, cwd=str(site), stdout=log, stderr=log)
+    try:
+        _wait_until_up(f"{base}/api/status?token={token}", lab, tmp_path / "lab.log")
+        assert _get(f"{base}/lab/tree/notebooks?token={token}")[0] == 200
+        status, page = _get(f"{base}/voila/render/widgets/job_builder.ipynb?token={token}")
+        assert status == 200
+        outputs = [json.loads(m) for m in re.findall(
+            r'<script type="application/vnd.voila.cell-output\+json">\s*(.*?)\s*</script>', page, flags=re.S)]
+        assert not [o for o in outputs if o.get("output_type") == "error"], outputs
+        views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        assert views and "prs_nb job" in views[-1]["data"]["text/plain"], outputs  # the form, as a widget
+    finally:
+        lab.terminate()
+        try:
+            lab.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+            lab.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=60) as r:  # noqa: S310 - loopback, our own server
+        return int(r.status), r.read().decode("utf-8", "replace")
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Any) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"jupyter lab exited ({proc.returncode}):\n{open(log).read()[-3000:]}"
+        try:
+            if _get(url)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.25)  # polling a server that is starting up
+    raise AssertionError(f"jupyter lab did not answer within 90 s:\n{open(log).read()[-3000:]}")
 
 
 @pytest.mark.timeout(300)
