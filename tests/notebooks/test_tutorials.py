@@ -142,3 +142,19 @@ def test_notebook_times_file_is_json(tmp_path):
     record_time(str(out), "notebooks/b.ipynb", 2.345)
     record_time(str(out), "notebooks/a.ipynb", 1.0)
     assert json.loads(out.read_text()) == {"notebooks/a.ipynb": 1.0, "notebooks/b.ipynb": 2.35}
+
+
+def test_save_writes_fresh_outputs_back_without_timing_metadata(tmp_path):
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell(f"{CHECK_MARKER}\nprint(6 * 7)"),
+                nbformat.v4.new_code_cell(f"{RAISES_MARKER}\nraise ValueError('meant')")]
+    path = tmp_path / "save.ipynb"
+    nbformat.write(nb, str(path))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    execute(str(path), str(run_dir), timeout=BUDGET_S, env=kernel_env(), save=True)
+    saved = nbformat.read(str(path), as_version=4)
+    assert saved.cells[0].outputs[0]["text"] == "42\n"
+    assert saved.cells[1].outputs[0]["ename"] == "ValueError"
+    assert all("execution" not in c.metadata and "tags" not in c.metadata for c in saved.cells)
