@@ -49,6 +49,8 @@ class WorkerConfig:
     spill_dir: str | None = None
     #: inline backend only: the functions themselves, when they cannot be pickled (never sent anywhere)
     functions: dict[str, Any] | None = None
+    #: where the shipped functions' code comes from, for tracebacks (see prs_nb.sources)
+    code_sources: dict[tuple[str, int], tuple[str, tuple[str, ...]]] | None = None
 
 
 class MiniBatchContext:
@@ -215,6 +217,10 @@ class WorkerRuntime:
                     # helper modules in the code folder import as they would beside an entry script
                     sys.path.insert(0, os.path.abspath(cfg.code_dir))
                 funcs = cfg.functions if cfg.functions is not None else cloudpickle.loads(cfg.functions_blob or b"")
+                if cfg.functions is None:
+                    from prs_nb.sources import restore_sources
+
+                    restore_sources(funcs, cfg.code_sources)
                 self.entry = resolve_entry(None, funcs, "the functions given to RunFunction")
             if self.entry.init is not None:
                 self.entry.init()

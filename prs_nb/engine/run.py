@@ -114,6 +114,13 @@ def _functions_blob(spec: JobSpec) -> bytes:
         ) from exc
 
 
+def _code_sources(spec: JobSpec) -> dict[tuple[str, int], tuple[str, tuple[str, ...]]]:
+    from prs_nb.sources import code_sources
+
+    t = spec.task
+    return code_sources({"init": t.init, "run": t.run, "shutdown": t.shutdown})
+
+
 def _check_entry_script(spec: JobSpec, base_dir: str) -> str:
     t = spec.task
     code_dir = os.path.abspath(os.path.join(base_dir, t.code)) if t.code else base_dir
@@ -307,6 +314,7 @@ def run_job(
         working_dir=code_dir or base_dir,
         spill_dir=os.path.join(run_dir, "parts") if out_file else None,
         functions=direct,
+        code_sources=_code_sources(spec) if blob is not None else None,
     )
     journal = Journal(os.path.join(run_dir, "journal"))
     done = resume_info.entries if resume_info is not None else {}
