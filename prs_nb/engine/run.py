@@ -425,7 +425,7 @@ def _result(spec: JobSpec, run_id: str, run_dir: str, logs_dir: str, output_path
         err = r.message if r.status != "Succeeded" else ""
         batch_rows.append((idx, r.items, r.returned, r.failed_items, r.attempts, r.status, r.node_id,
                            r.process_name, r.start or None, (r.end - r.start) if r.end else None,
-                           r.exc_type if r.status != "Succeeded" else "", err, r.label))
+                           r.exc_type if r.status != "Succeeded" else "", err, r.label, r.host))
     error_rows = [(e.index, e.attempt, e.kind, e.exc_type, e.message, e.will_retry, e.node_id, e.process_name,
                    e.pid, e.start, e.end - e.start, e.items, e.first_items, e.traceback) for e in o.attempts]
     not_run = sum(1 for r in o.records.values() if r.status not in ("Succeeded", "Failed"))
