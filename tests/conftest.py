@@ -60,7 +60,7 @@ settings.load_profile(os.environ.get("PRS_NB_HYPOTHESIS_PROFILE", "ci" if os.env
 def _ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield ray
     ray.shutdown()
 

@@ -190,18 +190,33 @@ class RayBackend:
         handle.refs.append(("start", ref))
 
     def send(self, handle: WorkerHandle, msg: tuple[Any, ...]) -> None:
-        actor = handle.actor
-        if actor is None:
+        """Queue ``msg``; the actor gets one call at a time. (Ray fails every call queued on an actor
+        that dies, and may lose the reply of a call that finished just before: an actor holding only
+        the mini-batch it runs loses nothing else when it dies, as a worker process would.)"""
+        if handle.actor is None:
             raise OSError("the worker is gone")
         if msg[0] == "run":
-            for index, attempt, mb in msg[1]:
-                try:
-                    ref = actor.run_batch.remote(index, attempt, mb)
-                except (TypeError, AttributeError, ValueError) as exc:
-                    raise unpicklable_message_error(msg, exc) from exc
-                handle.refs.append(("run", ref))
+            handle.inbox.extend(("run", index, attempt, mb) for index, attempt, mb in msg[1])
         elif msg[0] == "stop":
+            handle.inbox.append(("stop",))
+        if not handle.refs:
+            self._submit_next(handle)
+
+    @staticmethod
+    def _submit_next(handle: WorkerHandle) -> None:
+        actor = handle.actor
+        if actor is None or not handle.inbox:
+            return
+        msg = handle.inbox.popleft()
+        if msg[0] == "stop":
             handle.refs.append(("stop", actor.stop.remote()))
+            return
+        _run, index, attempt, mb = msg
+        try:
+            ref = actor.run_batch.remote(index, attempt, mb)
+        except (TypeError, AttributeError, ValueError) as exc:
+            raise unpicklable_message_error(("run", [(index, attempt, mb)]), exc) from exc
+        handle.refs.append(("run", ref))
 
     def wait(self, handles: list[WorkerHandle], timeout: float | None) -> list[tuple[WorkerHandle, Any]]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -234,6 +249,7 @@ class RayBackend:
                 except RayError as exc:
                     h.died = _death_text(exc)
                     h.refs.clear()
+                    h.inbox.clear()
                     out.append((h, DIED))
                     break
                 if kind == "start":
@@ -241,6 +257,8 @@ class RayBackend:
                     h.pid, h.host, h.ray_node = pid, ip, node
                     value = status
                 out.append((h, value))
+            if not h.refs and h.inbox:
+                self._submit_next(h)  # the next queued mini-batch starts now
         return out
 
     def _sleep(self, deadline: float | None) -> None:
@@ -266,6 +284,7 @@ class RayBackend:
         self._kill(handle)
         handle.actor = None
         handle.refs = deque()
+        handle.inbox.clear()
         self._live.pop(id(handle), None)
         return None
 
