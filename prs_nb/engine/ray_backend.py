@@ -94,6 +94,8 @@ def connect(address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
         kwargs["include_dashboard"] = False
+    else:
+        _check_reachable(address)
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -103,6 +105,21 @@ def connect(address: str | None) -> None:
             "(`ray start --head` on this machine, or point ray_address / RAY_ADDRESS at a running cluster: "
             "'ray://<head>:10001' or 'auto'), or use backend='local'"
         ) from exc
+
+
+def _check_reachable(address: str) -> None:
+    """Ray waits minutes on an address where nothing listens: say so in seconds instead."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    if hostport in ("auto", "local") or ":" not in hostport:
+        return
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"backend='ray': nothing answers at Ray address {address!r} ({type(exc).__name__}: {exc}). Expected "
+            "'ray://<head>:10001' (Ray Client), '<head>:6379' (from a cluster machine) or 'auto'; check that the "
+            "cluster runs (`ray status`) and the port is open, or use backend='local'") from exc
 
 
 class RayBackend:

@@ -159,15 +159,12 @@ def make_backend(name: str, address: str | None = None) -> Any:
     if name == "inline":
         return InlineBackend()
     if name == "ray":
-        import importlib.util
-
-        if importlib.util.find_spec("prs_nb.engine.ray_backend") is None:
-            raise ConfigError("backend='ray' is not available in this version of prs_nb yet; use backend='local' "
-                              "(a process pool on this machine) or backend='inline'")
-        if importlib.util.find_spec("ray") is None:
-            raise ConfigError("backend='ray' needs Ray: pip install 'prs_nb[ray]'")
-        from prs_nb.engine.ray_backend import RayBackend
-
+        try:
+            from prs_nb.engine.ray_backend import RayBackend
+        except ImportError as exc:
+            raise ConfigError(f"backend='ray' needs Ray, which cannot be imported here ({exc}): "
+                              "pip install 'prs_nb[ray]' (on the driver and on every node of the cluster), or "
+                              "use backend='local'") from exc
         return RayBackend(address)
     raise ConfigError(f"backend must be local, inline or ray (got {name!r})")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -388,3 +389,19 @@ def test_a_lost_ray_node_fails_its_attempts_and_they_are_retried_elsewhere(workd
     assert names_done == [f"{i:03d}.txt" for i in range(16)]  # nothing lost, nothing twice
     assert out["removed"] and "worker_died" in out["errors"], out
     assert out["took"] < 60, out
+
+
+def test_an_address_where_no_cluster_listens_is_a_clear_error_in_seconds(workdir):
+    path = make_files(workdir, 2)
+    file_job(names).to_yaml(str(workdir / "job.yml"))
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "prs_nb", "run", "job.yml", "--input", f"data={path}", "--backend",
+                           "ray", "--ray-address", f"ray://127.0.0.1:{port}", "-q"], cwd=workdir, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
+    assert time.monotonic() - t0 < 30
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"nothing answers at Ray address 'ray://127.0.0.1:{port}'" in proc.stderr
+    assert "ray status" in proc.stderr and "Traceback" not in proc.stderr
