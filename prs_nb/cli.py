@@ -3,7 +3,7 @@
 ::
 
     prs-nb run FILE.yml [--set KEY=VALUE ...] [--input NAME=PATH ...] [--output NAME=PATH ...]
-                        [--backend local|inline] [--resume RUN_DIR [--allow-changed-code]] [--no-reuse]
+                        [--backend local|inline|ray] [--ray-address ADDR] [--resume RUN_DIR [--allow-changed-code]] [--no-reuse]
                         [--runs-root DIR] [-q]
     prs-nb validate FILE.yml [--set ...] [--input ...] [--output ...]
     prs-nb show RUN_DIR
@@ -220,6 +220,10 @@ def _run(args: argparse.Namespace) -> int:
         return _resume(args)
     if args.allow_changed_code:
         raise UsageError("--allow-changed-code only applies with --resume RUN_DIR")
+    if args.ray_address:
+        if args.backend != "ray":
+            raise UsageError("--ray-address only applies with --backend ray")
+        os.environ["RAY_ADDRESS"] = args.ray_address  # Ray's own way; this process runs one job and ends
     obj = _load(args.file)
     if _is_pipeline(obj):
         return _run_pipeline(obj, args)
@@ -506,8 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="exit status: 0 completed, 1 failed, 2 bad arguments or configuration, 130 interrupted")
     r.add_argument("file", metavar="FILE.yml", help="the YAML file (type: parallel, pipeline or command)")
     _job_options(r)
-    r.add_argument("--backend", choices=("local", "inline"), help="local: a process pool (default); inline: no "
-                   "processes, one mini-batch at a time in this process")
+    r.add_argument("--backend", choices=("local", "inline", "ray"), help="local: a process pool (default); inline: no "
+                   "processes, one mini-batch at a time in this process; ray: Ray actors on a Ray cluster")
+    r.add_argument("--ray-address", metavar="ADDRESS", help="with --backend ray: the cluster to run on "
+                   "('ray://<head>:10001', 'auto', '<head>:6379'; default $RAY_ADDRESS, else a new local Ray instance)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (prs_runs/<job>/<run id>): "
                    "finished mini-batches are skipped")
     r.add_argument("--allow-changed-code", action="store_true", help="with --resume: continue even though the "

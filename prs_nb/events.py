@@ -47,6 +47,7 @@ class WorkerReady:
     process_name: str
     pid: int
     init_seconds: float
+    host: str = ""  # the machine it runs on (ray: the Ray node's address)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,14 @@ class JobReused:
     source_run_dir: str
     source_run_id: str
     key: str
+    time: float
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the run says once, for the user and the logs (e.g. where a backend placed the nodes)."""
+
+    text: str
     time: float
 
 

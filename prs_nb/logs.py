@@ -333,6 +333,7 @@ class RunLogs:
             ev.BatchFailed: self._on_batch_failed,
             ev.Progress: self._on_progress,
             ev.JobFinished: self._on_job_finished,
+            ev.Notice: self._on_notice,
         }
 
     # -- plumbing -------------------------------------------------------------------------------------
@@ -485,12 +486,17 @@ class RunLogs:
     def _on_worker_ready(self, e: Any) -> None:
         self._pids[(e.node_id, e.process_name)] = e.pid
         ts = self._ts(time.time())
-        text = f"{e.process_name} (pid {e.pid}) ready: init() took {e.init_seconds:.3f} s"
+        where = f" on {e.host}" if e.host else ""
+        text = f"{e.process_name} (pid {e.pid}{where}) ready: init() took {e.init_seconds:.3f} s"
         self._master.write(f"{ts} Worker {text}\n")
         self._main_file(e.node_id).write(f"{ts} {text}\n")
         self._proc_file(e.node_id, e.process_name).write(
             f"{ts} | pid {e.pid} | init() done in {e.init_seconds:.3f} s, ready\n"
         )
+
+    def _on_notice(self, e: Any) -> None:
+        self._log_master(e.time, e.text)
+        self._master.flush()
 
     def _on_worker_died(self, e: Any) -> None:
         self._workers_died += 1

@@ -12,7 +12,7 @@ from typing import Any
 from prs_nb.errors import JobFailedError, UserCodeError, WorkerError
 
 BATCH_COLUMNS = ["index", "items", "returned", "failed_items", "attempts", "status", "node_id", "process",
-                 "start", "duration", "error_type", "error", "first_items"]
+                 "start", "duration", "error_type", "error", "first_items", "host"]
 ERROR_COLUMNS = ["index", "attempt", "kind", "error_type", "message", "will_retry", "node_id", "process", "pid",
                  "start", "duration", "items", "first_items", "traceback"]
 
@@ -56,10 +56,14 @@ class RunResult:
     @property
     def batches(self) -> Any:
         """One row per mini-batch: index, items, returned, failed_items, attempts, status, node_id,
-        process, start, duration (seconds), error_type, error, first_items."""
+        process, start, duration (seconds), error_type, error, first_items, host (the machine that ran
+        it last: this one for local; the Ray node's address for ray)."""
         import pandas as pd
 
-        return pd.DataFrame(self._batch_rows, columns=BATCH_COLUMNS)
+        width = len(BATCH_COLUMNS)
+        # rows cached by an older prs_nb have no host column
+        rows = [r if len(r) == width else (*r, *([""] * (width - len(r)))) for r in self._batch_rows]
+        return pd.DataFrame(rows, columns=BATCH_COLUMNS)
 
     @property
     def errors(self) -> Any:

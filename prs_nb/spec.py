@@ -396,7 +396,7 @@ class JobSpec:
     ordered_output: bool = field(
         default=False, metadata=_meta("Write append_row output in mini-batch order (local option).", "output")
     )
-    backend: str = field(default="local", metadata=_meta("local (process pool) or inline (no processes); ray is planned.",
+    backend: str = field(default="local", metadata=_meta("local (process pool), inline (no processes) or ray (Ray actors on a cluster).",
                                                          "concurrency"))
     runs_root: str = field(default="prs_runs", metadata=_meta("Where run directories are created.", "output"))
     api: str = field(default="v2", metadata=_meta("Which Azure surface built the job: v2 or v1.", "job"))

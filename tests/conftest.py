@@ -52,3 +52,35 @@ settings.register_profile(
 # developer's run explores new random examples each time (and prints how to reproduce a failure).
 settings.register_profile("ci", parent=settings.get_profile("prs_nb"), derandomize=True)
 settings.load_profile(os.environ.get("PRS_NB_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "prs_nb"))
+
+
+# Ray: one local instance (2 CPUs) for the whole session, started on first use by a test that asks
+# for ``ray_cluster``; each such test must leave no worker actor alive.
+@pytest.fixture(scope="session")
+def _ray_session():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()
+
+
+def ray_actor_processes() -> list[int]:
+    """pids of live processes running prs_nb's Ray worker actor (Ray titles them ``ray::RayWorker``)."""
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmd = " ".join(p.info.get("cmdline") or [])
+        if "ray::RayWorker" in cmd and p.info.get("status") != psutil.STATUS_ZOMBIE:
+            out.append(p.info["pid"])
+    return out
+
+
+@pytest.fixture
+def ray_cluster(_ray_session):
+    import time
+
+    yield _ray_session
+    deadline = time.monotonic() + 15  # ray.kill() is asynchronous
+    while ray_actor_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not ray_actor_processes(), f"Ray worker actors left behind: {ray_actor_processes()}"

@@ -28,13 +28,15 @@ from prs_nb.entry import WorkerConfig, WorkerRuntime
 from prs_nb.errors import EntryScriptError, InputDataError, PrsError
 
 DIED = "__died__"
+HOSTNAME = socket.gethostname()
 
 
 class WorkerHandle:
     """The driver's view of one worker."""
 
     __slots__ = ("node_id", "process_name", "pid", "state", "inflight", "head_start", "started_at",
-                 "conn", "proc", "pidfd", "runtime", "outbox", "inbox", "exit_code", "wsock", "wbuf", "wwatch")
+                 "conn", "proc", "pidfd", "runtime", "outbox", "inbox", "exit_code", "wsock", "wbuf", "wwatch",
+                 "host", "actor", "refs", "ray_node", "died")
 
     def __init__(self, node_id: int, process_name: str) -> None:
         self.node_id = node_id
@@ -54,6 +56,11 @@ class WorkerHandle:
         self.wsock: socket.socket | None = None  # local: driver -> worker, non-blocking
         self.wbuf: deque[memoryview] = deque()  # local: bytes not yet taken by that socket
         self.wwatch = False  # local: wsock registered for EVENT_WRITE
+        self.host = HOSTNAME  # the machine the worker runs on (ray: the Ray node's address)
+        self.actor: Any = None  # ray: the worker's actor
+        self.refs: deque[tuple[str, Any]] = deque()  # ray: calls sent, not yet answered, in order
+        self.ray_node = ""  # ray: the Ray node id
+        self.died = ""  # ray: why the actor died, in Ray's words
 
 
 class LocalBackend:

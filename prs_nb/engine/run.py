@@ -166,15 +166,12 @@ def make_backend(name: str, address: str | None = None) -> Any:
     if name == "inline":
         return InlineBackend()
     if name == "ray":
-        import importlib.util
-
-        if importlib.util.find_spec("prs_nb.engine.ray_backend") is None:
-            raise ConfigError("backend='ray' is not available in this version of prs_nb yet; use backend='local' "
-                              "(a process pool on this machine) or backend='inline'")
-        if importlib.util.find_spec("ray") is None:
-            raise ConfigError("backend='ray' needs Ray: pip install 'prs_nb[ray]'")
-        from prs_nb.engine.ray_backend import RayBackend
-
+        try:
+            from prs_nb.engine.ray_backend import RayBackend
+        except ImportError as exc:
+            raise ConfigError(f"backend='ray' needs Ray, which cannot be imported here ({exc}): "
+                              "pip install 'prs_nb[ray]' (on the driver and on every node of the cluster), or "
+                              "use backend='local'") from exc
         return RayBackend(address)
     raise ConfigError(f"backend must be local, inline or ray (got {name!r})")
 
@@ -433,7 +430,7 @@ def _result(spec: JobSpec, run_id: str, run_dir: str, logs_dir: str, output_path
         err = r.message if r.status != "Succeeded" else ""
         batch_rows.append((idx, r.items, r.returned, r.failed_items, r.attempts, r.status, r.node_id,
                            r.process_name, r.start or None, (r.end - r.start) if r.end else None,
-                           r.exc_type if r.status != "Succeeded" else "", err, r.label))
+                           r.exc_type if r.status != "Succeeded" else "", err, r.label, r.host))
     error_rows = [(e.index, e.attempt, e.kind, e.exc_type, e.message, e.will_retry, e.node_id, e.process_name,
                    e.pid, e.start, e.end - e.start, e.items, e.first_items, e.traceback) for e in o.attempts]
     not_run = sum(1 for r in o.records.values() if r.status not in ("Succeeded", "Failed"))

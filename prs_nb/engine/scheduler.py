@@ -54,7 +54,7 @@ class BatchRecord:
     """What the driver remembers of one mini-batch (one row of RunResult.batches)."""
 
     __slots__ = ("index", "items", "attempts", "status", "node_id", "process_name", "start", "end",
-                 "returned", "failed_items", "error_kind", "exc_type", "message", "traceback", "label", "pid")
+                 "returned", "failed_items", "error_kind", "exc_type", "message", "traceback", "label", "pid", "host")
 
     def __init__(self, index: int, items: int | None, label: str) -> None:
         self.index = index
@@ -73,6 +73,7 @@ class BatchRecord:
         self.traceback = ""
         self.label = label
         self.pid = 0
+        self.host = ""
 
 
 @dataclasses.dataclass
@@ -367,7 +368,7 @@ class Scheduler:
         rec = self.records[idx]
         rec.attempts = attempt
         rec.status = "Succeeded"
-        rec.node_id, rec.process_name, rec.pid = h.node_id, h.process_name, h.pid
+        rec.node_id, rec.process_name, rec.pid, rec.host = h.node_id, h.process_name, h.pid, h.host
         rec.start, rec.end = self._wall(start_m), self._wall(now_m)
         n_items = items if items is not None else 0
         rec.items = n_items
@@ -412,7 +413,7 @@ class Scheduler:
         self.failed_attempts.append(event)
         self.timeline.append((mb.index, attempt, h.node_id, h.process_name, event.start, event.end,
                               "Timeout" if kind == "timeout" else "Failed"))
-        rec.node_id, rec.process_name, rec.pid = h.node_id, h.process_name, h.pid
+        rec.node_id, rec.process_name, rec.pid, rec.host = h.node_id, h.process_name, h.pid, h.host
         rec.start, rec.end = event.start, event.end
         rec.error_kind, rec.exc_type, rec.message, rec.traceback = kind, exc_type, message, tb
         self.emit(event)
@@ -501,7 +502,7 @@ class Scheduler:
     def _on_ready(self, h: WorkerHandle, msg: tuple[Any, ...]) -> None:
         h.state = "ready"
         self._any_ready = True
-        self.emit(ev.WorkerReady(h.node_id, h.process_name, h.pid, float(msg[1])))
+        self.emit(ev.WorkerReady(h.node_id, h.process_name, h.pid, float(msg[1]), h.host))
 
     def _on_init_err(self, h: WorkerHandle, exc_type: str, message: str, tb: str) -> None:
         node = h.node_id
@@ -538,7 +539,8 @@ class Scheduler:
         h.state = "dead"
         if h in self.workers:
             self.workers.remove(h)
-        reason = describe_exit(code)
+        death_reason = getattr(self.backend, "death_reason", None)
+        reason = (death_reason(h, code) if death_reason is not None else None) or describe_exit(code)
         self.emit(ev.WorkerDied(h.node_id, h.process_name, h.pid, code, reason, self._now()))
         if not h.inflight:
             if was_starting:
@@ -598,6 +600,10 @@ class Scheduler:
         try:
             try:
                 if self._work_left():
+                    prepare = getattr(self.backend, "prepare", None)  # ray: place the nodes first
+                    if prepare is not None:
+                        for text in prepare(self.nodes, self.per_node):
+                            self.emit(ev.Notice(text, time.time()))
                     for node in range(self.nodes):
                         for _ in range(self.per_node):
                             self._start_worker(node)

@@ -265,6 +265,9 @@ class ParallelRunMagics(Magics):
               help="Live display: notebook widgets in a kernel, a text bar in a terminal (auto).")
     @argument("--no-raise", "--no_raise", dest="no_raise", action="store_true",
               help="Do not raise ParallelRunFailed when the job fails (the result is still stored).")
+    @argument("--ray-address", "--ray_address", dest="ray_address", metavar="ADDRESS",
+              help="With --backend ray: the cluster ('ray://<head>:10001', 'auto'); default RAY_ADDRESS, "
+                   "else a local Ray instance.")
     @cell_magic
     def parallel_run(self, line: str, cell: str) -> Any:
         """Run the init/run/shutdown functions this cell defines as a parallel job."""
@@ -309,7 +312,7 @@ class ParallelRunMagics(Magics):
             return None
         if args.export:
             return None
-        result = self._run(job, args.progress)
+        result = self._run(job, args.progress, args.ray_address)
         if args.out_var:
             user_ns[args.out_var] = result
         if not result.succeeded and not args.no_raise:
@@ -328,7 +331,7 @@ class ParallelRunMagics(Magics):
 
         display(table)
 
-    def _run(self, job: ParallelJob, progress: str) -> RunResult:
+    def _run(self, job: ParallelJob, progress: str, ray_address: str | None = None) -> RunResult:
         mode = progress
         if mode == "auto":
             mode = "notebook" if self._in_kernel() else "text"
@@ -343,7 +346,7 @@ class ParallelRunMagics(Magics):
             listener = TextProgress(job.spec.name, file=sys.stderr)
         else:
             listener = False
-        result = job.run(progress=listener)
+        result = job.run(progress=listener, ray_address=_unquote(ray_address) if ray_address else None)
         if mode != "notebook":
             print(result.summary())  # a terminal has no live error table: the summary lists the errors
         return result

@@ -57,6 +57,11 @@ def route_clicks_now(button: Any, on_click: Callable[[], None]) -> bool:
 _REDRAW_ON = (ev.Progress, ev.BatchFailed, ev.BatchesListed, ev.WorkerReady, ev.WorkerDied, ev.InitFailed)
 
 
+def _worker_key(e: Any) -> str:
+    """processNNN on node 0 (the usual single node); "node N/processNNN" on the others (instance_count > 1)."""
+    return e.process_name if e.node_id == 0 else f"node {e.node_id}/{e.process_name}"
+
+
 def _fmt_seconds(s: float | None) -> str:
     if s is None or s != s or s == float("inf"):
         return "?"
@@ -174,14 +179,14 @@ class NotebookProgress:
         self.items_ok, self.items_failed = e.items_succeeded, e.items_failed
 
     def _on_batch_started(self, e: Any) -> None:
-        st = self.workers.get(e.process_name)
+        st = self.workers.get(_worker_key(e))
         if st is not None:
             st[1] = f"mini-batch {e.index}" + (f" (attempt {e.attempt})" if e.attempt > 1 else "")
 
     def _on_batch_ok(self, e: Any) -> None:
         self.done += 1
         self.succeeded += 1
-        st = self.workers.get(e.process_name)
+        st = self.workers.get(_worker_key(e))
         if st is not None:
             st[1] = "idle"
 
@@ -195,22 +200,22 @@ class NotebookProgress:
         if len(self.error_rows) < self.max_rows:
             self.error_rows.append(ErrorRow(e.index, e.items, e.attempt, e.exc_type, e.message, e.traceback,
                                             e.will_retry, e.process_name, e.kind))
-        st = self.workers.get(e.process_name)
+        st = self.workers.get(_worker_key(e))
         if st is not None:
             st[1] = "idle"
 
     def _on_worker_started(self, e: Any) -> None:
-        self.workers[e.process_name] = [str(e.pid), "starting (init)"]
+        self.workers[_worker_key(e)] = [str(e.pid), "starting (init)"]
 
     def _on_worker_ready(self, e: Any) -> None:
-        self.workers[e.process_name] = [str(e.pid), "idle"]
+        self.workers[_worker_key(e)] = [str(e.pid), "idle"]
 
     def _on_worker_died(self, e: Any) -> None:
-        st = self.workers.setdefault(e.process_name, [str(e.pid), ""])
+        st = self.workers.setdefault(_worker_key(e), [str(e.pid), ""])
         st[1] = f"exited: {e.reason}"
 
     def _on_init_failed(self, e: Any) -> None:
-        st = self.workers.setdefault(e.process_name, [str(e.pid), ""])
+        st = self.workers.setdefault(_worker_key(e), [str(e.pid), ""])
         st[1] = f"init() failed: {e.exc_type}"
 
     def _on_finished(self, e: Any) -> None:

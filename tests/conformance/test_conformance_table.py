@@ -355,9 +355,11 @@ def calls_per_batch(markers: str, n: int) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------- the test
-@pytest.mark.parametrize("backend", ["inline", "local"])
+@pytest.mark.parametrize("backend", ["inline", "local", "ray"])
 @pytest.mark.parametrize("row", TABLE, ids=[r.id for r in TABLE])
-def test_row(workdir, backend, row):
+def test_row(workdir, backend, row, request):
+    if backend == "ray":
+        request.getfixturevalue("ray_cluster")  # a local Ray instance, 2 CPUs (tests/conftest.py)
     root = str(workdir)
     markers = os.path.join(root, "markers")
     os.makedirs(markers)

@@ -384,12 +384,17 @@ def test_raise_for_status_chains_the_users_error_and_errors_pickle(workdir):
     assert "mini_batch_error_threshold" in str(pickle.loads(pickle.dumps(info.value)))
 
 
-def test_unavailable_backend_is_a_clear_error(workdir):
+def test_ray_backend_without_ray_is_a_clear_error(workdir, monkeypatch):
+    import sys
+
     from prs_nb import ConfigError
 
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    monkeypatch.delitem(sys.modules, "prs_nb.engine.ray_backend", raising=False)
     path = make_files(workdir, 1)
-    with pytest.raises(ConfigError, match="not available in this version"):
-        file_job(names)(data=path).run(backend="ray", progress=False)
+    with pytest.raises(ConfigError, match=r"backend='ray' needs Ray.*pip install 'prs_nb\[ray\]'"):
+        file_job(names, is_deterministic=False)(data=path).run(backend="ray", progress=False)
+    assert not os.path.exists(workdir / "prs_runs" / "t")  # nothing half-made
 
 
 def marker_shutdown():
