@@ -53,7 +53,7 @@ def test_the_notebooks_are_found():
     names = [os.path.basename(p) for p in TUTORIALS]
     for mine in ("05_export_yaml_and_cli.ipynb", "06_azure_entry_script_folder.ipynb", "07_resume.ipynb"):
         assert mine in names
-    assert [os.path.basename(p) for p in APPS] == ["job_builder.ipynb", "run_monitor.ipynb"]
+    assert {"job_builder.ipynb", "run_monitor.ipynb"} <= {os.path.basename(p) for p in APPS}
     assert names == sorted(names) and all(re.match(r"\d\d_\w+\.ipynb$", n) for n in names), (
         "tutorials are named NN_topic.ipynb, NN giving the reading order")
 
