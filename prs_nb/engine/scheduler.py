@@ -41,6 +41,8 @@ from prs_nb.spec import EffectiveSettings
 PREFETCH = 2
 MAX_DEPTH = 64
 QUEUE_SECONDS = 0.02
+HOLD_ONE_SECONDS = 0.1  # from this average run() time on, a worker holds no queued mini-batch (a round
+# trip costs 0.3-3 ms, so at most ~1-3%; below it, prefetch hides the round trip)
 LOOKAHEAD = 10_000
 PULL_STEP = 32
 PROGRESS_EVERY_S = 0.25
@@ -300,7 +302,7 @@ class Scheduler:
         depth = PREFETCH if avg is None else int(QUEUE_SECONDS / max(avg, 1e-6)) + 1
         # run() calls long enough that a round trip is negligible: hold only the running mini-batch, so
         # none waits behind a slow or hung call (up to the timeout) while another worker is idle
-        floor = 1 if avg is not None and avg >= QUEUE_SECONDS else PREFETCH
+        floor = 1 if avg is not None and avg >= HOLD_ONE_SECONDS else PREFETCH
         depth = max(floor, min(MAX_DEPTH, depth))
         if self.listing_done:
             ready = sum(1 for w in self.workers if w.state == "ready") or 1

@@ -1,6 +1,6 @@
 """Found by notebooks/03: a mini-batch queued on a worker behind a slow or hung run() waited there
-(up to retry_settings.timeout) while the other workers sat idle. Once run() calls are known to be
-long enough that a round trip is negligible, a worker holds only the mini-batch it runs."""
+(up to retry_settings.timeout) while the other workers sat idle. Once run() calls are known to take
+HOLD_ONE_SECONDS or more (a round trip is then negligible), a worker holds only the mini-batch it runs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from prs_nb import Input, RunFunction, parallel_run_function
 
 def slow_on_006(mini_batch):
     slow = any(os.path.basename(p).startswith("006") for p in mini_batch)
-    time.sleep(2.0 if slow else 0.1)
+    time.sleep(2.5 if slow else 0.15)
     return [os.path.basename(p) for p in mini_batch]
 
 
@@ -30,7 +30,7 @@ def test_no_mini_batch_waits_behind_a_slow_one_while_a_worker_is_idle(tmp_path, 
     t = result.timeline.set_index("index")
     slow = t.loc[6]
     others = t.drop(index=6)
-    # 11 x 0.1 s of other work fits easily in the 2 s the slow call takes: none of it may wait for it
+    # 11 x 0.15 s of other work fits easily in the 2.5 s the slow call takes: none of it may wait for it
     late = others[others.end > slow.end]
     assert late.empty, f"mini-batches that waited behind the slow one on {slow.process}:\n{late}"
     assert len(t) == 12 and (t.outcome == "Succeeded").all()
