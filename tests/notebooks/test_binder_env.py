@@ -72,9 +72,9 @@ def test_binder_environment_runs_the_tutorials(tmp_path):
     # prs_nb, ipywidgets, voila and the CLI come from the venv (run from elsewhere, nothing on PYTHONPATH)
     probe = textwrap.dedent("""
         import importlib.metadata as md, json, os, sys
-        import ipywidgets, nbclient, prs_nb, voila
+        import ipywidgets, nbclient, prs_nb, ray, voila
         dist = md.distribution("prs_nb")
-        print(json.dumps({"prefix": sys.prefix, "prs_nb": prs_nb.__file__,
+        print(json.dumps({"prefix": sys.prefix, "prs_nb": prs_nb.__file__, "ray": ray.__file__,
                           "dist": os.path.realpath(str(dist.locate_file(""))),
                           "ipywidgets": ipywidgets.__version__, "voila": voila.__version__}))
     """)
@@ -83,6 +83,7 @@ def test_binder_environment_runs_the_tutorials(tmp_path):
     assert info["dist"].startswith(os.path.realpath(venv)), info  # installed into the venv ...
     assert os.path.realpath(info["prs_nb"]).startswith(os.path.realpath(ROOT)), info  # ... editable, this checkout
     assert int(info["ipywidgets"].split(".")[0]) >= 8
+    assert os.path.realpath(info["ray"]).startswith(os.path.realpath(venv)), info  # for notebooks/08_ray.ipynb
     assert "usage: prs-nb" in _run([os.path.join(venv, "bin", "prs-nb"), "--help"], env=env, cwd=str(tmp_path),
                                    timeout=60).stdout
     # JupyterLab shows widgets (ipywidgets' lab extension) and serves Voila pages (its server extension)

@@ -53,7 +53,7 @@ def test_the_notebooks_are_found():
     names = [os.path.basename(p) for p in TUTORIALS]
     for mine in ("05_export_yaml_and_cli.ipynb", "06_azure_entry_script_folder.ipynb", "07_resume.ipynb"):
         assert mine in names
-    assert [os.path.basename(p) for p in APPS] == ["job_builder.ipynb", "run_monitor.ipynb"]
+    assert {"job_builder.ipynb", "run_monitor.ipynb"} <= {os.path.basename(p) for p in APPS}
     assert names == sorted(names) and all(re.match(r"\d\d_\w+\.ipynb$", n) for n in names), (
         "tutorials are named NN_topic.ipynb, NN giving the reading order")
 
@@ -158,3 +158,50 @@ def test_save_writes_fresh_outputs_back_without_timing_metadata(tmp_path):
     assert saved.cells[0].outputs[0]["text"] == "42\n"
     assert saved.cells[1].outputs[0]["ename"] == "ValueError"
     assert all("execution" not in c.metadata and "tags" not in c.metadata for c in saved.cells)
+
+
+def _sanitize(text: str) -> str:
+    """What nbval does with notebooks/sanitize.cfg (its own parser, its own order of application)."""
+    from nbval.plugin import get_sanitize_patterns
+
+    with open(os.path.join(ROOT, "notebooks", "sanitize.cfg"), encoding="utf-8") as fh:
+        patterns = get_sanitize_patterns(fh.read())
+    assert len(patterns) >= 8, "notebooks/sanitize.cfg: expected 'regex:' / 'replace:' pairs"
+    for regex, replace in patterns:
+        text = re.sub(regex, replace, text)
+    return text
+
+
+@pytest.mark.parametrize("one, other", [
+    ("Logs: /tmp/prs_nb_tutorial_06_u6hy9574/prs_runs/x/20261204-172616-a93c45/logs",
+     "Logs: /tmp/prs_nb_tutorial_06_ab12cd34/prs_runs/x/20261205-090001-000fff/logs"),
+    ("Finished: 2026-12-04 17:26:17.426 after 0.4 s", "Finished: 2027-01-31 08:00:00.001 after 12.75 s"),
+    ("job_progress_overview.2026120417.txt", "job_progress_overview.2027013108.txt"),
+    ("x: 100%|##| 4/4 [00:00<00:00, 23.31mb/s, Completed]", "x: 100%|##| 4/4 [00:02<00:00,  1.95mb/s, Completed]"),
+    ("<object at 0x7f9b5dec23e0>", "<object at 0x55d0c0ffee00>"),
+    ("worker pid 1234 died", "worker pid 98765 died"),
+    ("2026-12-04 17:21:49,896|INFO|3577|azureml_user.entry_script.process001|init",
+     "2026-12-05 10:00:00,001|INFO|812|azureml_user.entry_script.process001|init"),
+])
+def test_sanitize_cfg_hides_what_changes_between_runs(one, other):
+    assert _sanitize(one) == _sanitize(other)
+
+
+@pytest.mark.parametrize("one, other", [
+    ("Completed 4 mini-batches, 20 files", "Completed 5 mini-batches, 20 files"),
+    ("same rows as the notebook run: True", "same rows as the notebook run: False"),
+    ("store\neast     218.70\nnorth    234.45", "store\neast     218.71\nnorth    234.45"),
+    ("Worker processes started: 2, exited/died: 2", "Worker processes started: 3, exited/died: 2"),
+    ("sys/node/0/process001.txt", "sys/node/0/process002.txt"),
+    ("'sensor_01.txt 32.5'", "'sensor_01.txt 32.0'"),
+])
+def test_sanitize_cfg_keeps_what_the_tutorials_check(one, other):
+    assert _sanitize(one) != _sanitize(other)
+
+
+def test_ci_runs_nbval_as_the_readme_says():
+    ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
+    readme = " ".join(open(os.path.join(ROOT, "README.md"), encoding="utf-8").read().split())
+    command = ("python -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg "
+               "notebooks widgets -p no:cacheprovider")
+    assert command in ci.splitlines() and f"`{command}`" in readme
