@@ -140,8 +140,9 @@ class RayBackend:
     def prepare(self, nodes: int, per_node: int) -> list[str]:
         """Reserve one placement-group bundle per Azure node; return what the run should say about it."""
         self._nodes, self._per_node = nodes, per_node
-        alive = [n for n in ray.nodes() if n.get("Alive")]
-        cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in alive]
+        # nodes that can host a worker (a head started with --num-cpus 0 cannot)
+        alive = [n for n in ray.nodes() if n.get("Alive") and float(n.get("Resources", {}).get("CPU", 0.0)) > 0]
+        cpus = [float(n["Resources"]["CPU"]) for n in alive]
         notes: list[str] = []
         if len(alive) >= nodes:
             strategy = "STRICT_SPREAD"
@@ -151,13 +152,13 @@ class RayBackend:
             total = sum(cpus)
             bundle_cpu = min(1.0, total / nodes) if nodes else 1.0
             notes.append(
-                f"instance_count={nodes} but the Ray cluster has {len(alive)} alive node(s): the {nodes} Azure "
+                f"instance_count={nodes} but the Ray cluster has {len(alive)} alive node(s) with CPUs: the {nodes} Azure "
                 f"nodes share Ray nodes (placement SPREAD, not one per machine). Add Ray nodes for one node per "
                 "machine; the job runs the same either way")
-        bundle_cpu = max(0.01, round(bundle_cpu, 2))
-        if bundle_cpu <= 0.01 and not any(cpus):
+        if not alive:
             raise ConfigError("the Ray cluster has no CPU resources: start it with at least one CPU "
                               "(`ray start --head --num-cpus 2`)")
+        bundle_cpu = max(0.01, round(bundle_cpu, 2))
         # the workers of one node share its bundle (Azure runs max_concurrency_per_instance processes
         # per node whatever its cores): each takes an equal share of the bundle's CPU
         self._cpus_per_worker = round(bundle_cpu / per_node, 4)

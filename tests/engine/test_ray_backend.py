@@ -309,7 +309,9 @@ def test_cli_ray_address_without_ray_backend_is_a_usage_error(workdir):
 MULTI_NODE = textwrap.dedent('''
     import json, os, sys, threading, time
     from ray.cluster_utils import Cluster
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1}, connect=True)
+    # a head that runs no work (num_cpus 0, as on many real clusters) and two worker machines
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0}, connect=True)
+    first = cluster.add_node(num_cpus=1)
     second = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     import ray
@@ -367,7 +369,7 @@ def _multi_node(workdir, mode):
     return json.loads(line[len("RESULT "):])
 
 
-def test_two_ray_nodes_get_one_azure_node_each(workdir):
+def test_two_ray_nodes_get_one_azure_node_each_and_a_cpu_less_head_none(workdir):
     out = _multi_node(workdir, "keep")
     assert out["status"] == "Completed" and out["counts"]["succeeded"] == 16
     assert "Ray placement (STRICT_SPREAD)" in out["master"]
