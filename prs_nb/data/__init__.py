@@ -39,7 +39,16 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prs_nb.data.base import FILES, RANK, TABULAR, MiniBatch, TableSlice
-from prs_nb.data.files import ListedFile, Part, chunks, classify, hive_values, iter_paths, resolve_path
+from prs_nb.data.files import (
+    ListedFile,
+    Part,
+    chunks,
+    classify,
+    file_item,
+    hive_values,
+    iter_paths,
+    resolve_path,
+)
 from prs_nb.data.read import read_mini_batch
 from prs_nb.errors import ConfigError
 from prs_nb.spec import DEFAULT_FILE_MINI_BATCH_SIZE, DEFAULT_TABULAR_MINI_BATCH_SIZE, LITERAL_TYPES, Input
@@ -271,7 +280,7 @@ def _files_plan(name: str, where: str, paths: list[str], path_values: Callable[[
             yield from plan_file_partitions(files, keys, where, values)
             return
         for block in chunks(files, size):
-            yield Part(len(block), [f.path for f in block], {}, None, "")
+            yield Part(len(block), [file_item(f) for f in block], {}, None, "")
 
     return InputPlan(FILES, name, parts, f"{what}: files, {_per(keys, f'{size} per mini-batch')}")
 
@@ -359,7 +368,7 @@ def _windowed_files_plan(name: str, where: str, mlt: MLTableSpec, size: int, wha
         listed = (f for f in iter_paths(list(mlt.paths), where=where) if f.path != mlt.file)
         kept = islice(listed, mlt.offset, stop)
         for block in chunks(kept, size):
-            yield Part(len(block), [f.path for f in block], {}, None, "")
+            yield Part(len(block), [file_item(f) for f in block], {}, None, "")
 
     return InputPlan(FILES, name, parts, f"{what}: files, {size} per mini-batch{_window_text(mlt)}")
 
