@@ -10,7 +10,8 @@ every descriptor, so a worker on any machine re-creates the filesystem with
   Default Credentials for gcsfs, ``AZURE_STORAGE_*`` for adlfs; an endpoint such as a MinIO
   server via ``AWS_ENDPOINT_URL``). The driver lists with its own environment; workers read with
   theirs plus the job's ``environment_variables``. fsspec's own configuration also applies
-  (``FSSPEC_<PROTOCOL>_<OPTION>`` variables, e.g. ``FSSPEC_S3_ANON=true``).
+  (``FSSPEC_<PROTOCOL>_<OPTION>`` variables, e.g. ``FSSPEC_S3_ANON=true``, read when fsspec is
+  imported).
 * **Protocols**: any that fsspec knows and whose implementation is installed. ``azureml://`` is an
   Azure ML datastore URI, not an fsspec one, and stays refused; an unknown protocol, or one whose
   package is missing, raises :class:`InputDataError` saying what to install.
@@ -20,7 +21,9 @@ every descriptor, so a worker on any machine re-creates the filesystem with
   footers / row groups through ``fs.open`` with a 4 MiB read-ahead block.
 * **File inputs** (:func:`download`): run() gets local paths, as on Azure (mount/download mode):
   the worker copies its mini-batch's files (``fs.get``, concurrent where the protocol supports it)
-  into a folder of its own, keeping each file's path relative to the bound folder.
+  into ``<run dir>/downloads/<node>/<process>/<mini-batch index>/`` (Ray: a temporary folder of the
+  node), keeping each file's path relative to the listing root, and deletes that folder when run()
+  returns (:class:`prs_nb.entry.WorkerRuntime`); the job removes ``downloads/`` at its end.
 """
 
 from __future__ import annotations

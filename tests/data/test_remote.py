@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import pandas as pd
 import pytest
@@ -123,6 +124,7 @@ def _local_view(source, local: str, remote: str):
 # ---------------------------------------------------------------- planning: same as the local folder
 @pytest.mark.parametrize("sub, itype, size, keys", [
     ("files", "uri_folder", "4", None),
+    ("files/", "uri_folder", "5", None),
     ("files/sub1/*.txt", "uri_folder", "2", None),
     ("files/**/0?[0-4].txt", "uri_folder", "3", None),
     ("files/a.txt", "uri_file", None, None),
@@ -187,6 +189,17 @@ def test_local_mltable_listing_remote_paths(s3, tmp_path):
     got = pd.concat([read_mini_batch(m) for m in _plan(str(tmp_path), itype="mltable", keys=["store"])])
     assert sorted(got["id"]) == list(range(600))
     assert set(got["store"]) == {"s0", "s1", "s2"} and "file" not in got.columns
+
+
+def test_remote_mltable_in_a_mount_mode_is_a_file_list(s3, tmp_path):
+    _, remote_root = s3
+    spec = _spec(Input(type="mltable", path=f"{remote_root}/mlt", mode="ro_mount"), itype="mltable")
+    (mb,) = list(plan_input(spec, spec.effective()))
+    # relative to the listing root: the pattern ./data/*.csv lists below data/
+    assert [(f.uri, f.rel) for f in mb.source] == [(f"{remote_root}/mlt/data/{n}", n) for n in ("a.csv", "b.csv")]
+    paths = read_mini_batch(mb, str(tmp_path))
+    assert paths == [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
+    assert sum(len(pd.read_csv(p)) for p in paths) == 600
 
 
 # ---------------------------------------------------------------- files: downloaded for run()
@@ -314,3 +327,49 @@ def test_a_remote_glob_that_matches_nothing(s3):
     _, remote_root = s3
     with pytest.raises(InputDataError, match=r"glob pattern 's3://.*\*\.nope' matched no files"):
         _plan(f"{remote_root}/files/**/*.nope")
+
+
+# ---------------------------------------------------------------- the command line, from a YAML component
+COMPONENT = """\
+type: parallel
+name: names
+inputs:
+  data: {type: uri_folder, path: s3://prs-nb-test/data/files}
+outputs:
+  out: {type: uri_folder}
+input_data: ${{inputs.data}}
+mini_batch_size: "6"
+task:
+  type: run_function
+  code: ./src
+  entry_script: names.py
+  append_row_to: ${{outputs.out}}
+  environment: azureml:sklearn:1
+"""
+NAMES_PY = """\
+import os
+
+def run(mini_batch):
+    return [f"{os.path.basename(p)} {open(p).read()}" for p in mini_batch]
+"""
+
+
+def test_cli_runs_a_yaml_component_on_a_bucket_and_refuses_a_bad_uri(s3, tmp_path):
+    """The YAML keeps the URI as it is; `--input` overrides it; a worker process of the local backend
+    inherits the credentials from the CLI's environment."""
+    import subprocess
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "names.py").write_text(NAMES_PY)
+    (tmp_path / "names.yml").write_text(COMPONENT)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}
+    run = [sys.executable, "-m", "prs_nb", "run", "names.yml", "-q", "--no-reuse"]
+    p = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (out,) = list((tmp_path / "prs_runs" / "names").glob("*/outputs/out/parallel_run_step.txt"))
+    lines = sorted(out.read_text().splitlines())
+    assert len(lines) == 25 and "a.txt top" in lines and "007.txt content 7" in lines
+    p = subprocess.run([*run, "--input", f"data=s3://no-such-bucket-{os.getpid()}/x"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "does not exist" in p.stderr and "Traceback" not in p.stderr
