@@ -11,7 +11,8 @@ Which input is split: ``spec.input_data`` (``${{inputs.x}}``); its value is ``sp
 else the declared ``Input``'s ``path``, else its ``default``. A value may be a path (file, folder,
 or glob with ``* ? [ ] **``), an ``Input`` (its ``path``), a list/tuple of those, or a pandas
 DataFrame. Relative paths are resolved against ``base_dir`` (default: the working directory);
-descriptors carry absolute paths.
+descriptors carry absolute paths. An object-store URI (``s3://``, ``gs://``, ``abfs://``...) is
+listed and read through fsspec, and its descriptors carry URIs - see :mod:`prs_nb.data.fs`.
 
 Kind (from the *declared* input type, else the bound ``Input``'s type, else ``uri_folder``):
 

@@ -159,7 +159,8 @@ def remote_files(uri: str, kind: str, *, where: str, tabular: bool = False) -> I
         found = fs.find(root, detail=False) if kind == "folder" or fs.isdir(root) else []
     except Exception as exc:  # noqa: BLE001
         raise _fail(where, "list", fs.unstrip_protocol(root), exc) from exc
-    rels = [p[len(root) + 1:] for p in found if p.startswith(root + "/")]
+    # "folder/" keys are folder markers (consoles create them), not files
+    rels = [p[len(root) + 1:] for p in found if p.startswith(root + "/") and not p.endswith("/")]
     if tabular:
         rels = [r for r in rels if not any(c.startswith((".", "_")) for c in r.split("/"))]
     if match is not None:

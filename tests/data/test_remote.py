@@ -82,6 +82,7 @@ def s3(tmp_path_factory):
     fs.mkdir(BUCKET)
     for sub in ("files", "tables", "hive", "mlt"):
         fs.put(str(root / sub), f"{BUCKET}/data/{sub}", recursive=True)
+    fs.pipe({f"{BUCKET}/data/files/sub1/": b"", f"{BUCKET}/data/files/empty/": b""})  # folder markers: not files
     try:
         yield root, f"s3://{BUCKET}/data"
     finally:
