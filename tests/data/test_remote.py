@@ -54,6 +54,16 @@ def _make_tree(root) -> None:
     df.iloc[300:].to_csv(mlt / "data" / "b.csv", index=False)
     (mlt / "MLTable").write_text("paths:\n  - pattern: ./data/*.csv\ntransformations:\n"
                                  "  - read_delimited: {delimiter: ','}\n")
+    whole = root / "whole"  # files read whole by the worker: multi-line CSV fields, UTF-16 JSON Lines
+    (whole / "csv").mkdir(parents=True)
+    df.iloc[:250].to_csv(whole / "csv" / "a.csv", index=False)
+    df.iloc[250:].to_csv(whole / "csv" / "b.csv", index=False)
+    (whole / "csv" / "MLTable").write_text("paths:\n  - pattern: ./*.csv\ntransformations:\n"
+                                           "  - read_delimited: {support_multi_line: true}\n  - skip: 5\n")
+    (whole / "jsonl").mkdir()
+    (whole / "jsonl" / "t.jsonl").write_bytes(df.to_json(orient="records", lines=True).encode("utf-16"))
+    (whole / "jsonl" / "MLTable").write_text("paths:\n  - file: ./t.jsonl\ntransformations:\n"
+                                             "  - read_json_lines: {encoding: utf16}\n")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +90,7 @@ def s3(tmp_path_factory):
     root = tmp_path_factory.mktemp("remote_src")
     _make_tree(root)
     fs.mkdir(BUCKET)
-    for sub in ("files", "tables", "hive", "mlt"):
+    for sub in ("files", "tables", "hive", "mlt", "whole"):
         fs.put(str(root / sub), f"{BUCKET}/data/{sub}", recursive=True)
     fs.pipe({f"{BUCKET}/data/files/sub1/": b"", f"{BUCKET}/data/files/empty/": b""})  # folder markers: not files
     try:
@@ -157,6 +167,10 @@ def test_remote_plan_equals_the_local_plan(s3, sub, itype, size, keys):
     ("tables/t.parquet", "mltable", "200", None),  # a row group cut into row ranges
     ("hive", "mltable", None, ["store"]),
     ("mlt", "mltable", "3KB", None),  # an MLTable file in the bucket, relative pattern
+    ("whole/csv", "mltable", "3KB", None),  # whole files (support_multi_line), skip: 5
+    ("whole/jsonl", "mltable", "3KB", ["store"]),  # UTF-16: read whole; key values from a column
+    ("tables/t.csv", "mltable", None, ["store"]),  # key values read from the CSV by the driver
+    ("tables/t.parquet", "mltable", None, ["store"]),  # ... from the Parquet column
 ])
 def test_remote_slices_read_the_same_rows_as_local(s3, sub, itype, size, keys):
     local_root, remote_root = s3
@@ -164,6 +178,7 @@ def test_remote_slices_read_the_same_rows_as_local(s3, sub, itype, size, keys):
     remote = _plan(f"{remote_root}/{sub}", itype=itype, size=size, keys=keys)
     assert len(remote) == len(local) > 1
     for r, loc in zip(remote, local, strict=True):
+        assert (r.items, r.partition_key_value) == (loc.items, loc.partition_key_value)
         pd.testing.assert_frame_equal(read_mini_batch(r), read_mini_batch(loc))
 
 
