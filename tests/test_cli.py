@@ -68,7 +68,7 @@ def test_help_everywhere(tmp_path, args):
     p = cli(*args, cwd=tmp_path)
     assert p.returncode == 0 and p.stdout.startswith("usage: prs-nb") and not p.stderr
     if args[0] == "run":
-        for flag in ("--set KEY=VALUE", "--input NAME=PATH", "--output NAME=PATH", "--backend {local,inline}",
+        for flag in ("--set KEY=VALUE", "--input NAME=PATH", "--output NAME=PATH", "--backend {local,inline,ray}",
                      "--resume RUN_DIR", "--no-reuse", "--runs-root DIR", "-q", "130 interrupted"):
             assert flag in p.stdout, flag
 

@@ -204,7 +204,12 @@ def open_binary(uri: str, *, where: str = "") -> BinaryIO:
 def read_range(uri: str, start: int, end: int, *, where: str = "") -> bytes:
     """Bytes ``[start, end)`` with one ranged request."""
     fs, path = url_to_fs(uri, where=where)
-    return bytes(fs.cat_file(path, start=start, end=end))
+    try:
+        return bytes(fs.cat_file(path, start=start, end=end))
+    except OSError:
+        raise  # missing object, network: read_slice names the file and the byte range
+    except Exception as exc:  # noqa: BLE001 - e.g. a client library's credentials error
+        raise _fail(where or "input", f"read bytes {start}-{end} of", uri, exc) from exc
 
 
 def download(files: Sequence[RemoteFile], dest: str, *, where: str) -> list[str]:
