@@ -217,6 +217,8 @@ def _value_digest(value: Any, base_dir: str, hasher: _FileHasher, *, mltable: bo
                 mlt = load_mltable(mlt_file, where="reuse fingerprint")
             except ValueError:
                 return "mltable-error:" + out[0]  # the run itself reports the problem
+            if any("://" in p for p in mlt.paths):
+                raise _Unhashable(f"MLTable {mlt_file} lists a remote URI; its content cannot be fingerprinted locally")
             out.extend(hasher.path(p) for p in mlt.paths)
     return "path:" + _digest("\0".join(out))
 

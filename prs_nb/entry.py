@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -51,6 +52,9 @@ class WorkerConfig:
     functions: dict[str, Any] | None = None
     #: where the shipped functions' code comes from, for tracebacks (see prs_nb.sources)
     code_sources: dict[tuple[str, int], tuple[str, tuple[str, ...]]] | None = None
+    #: object-store file inputs are downloaded below ``<download_dir>/<node>/<process>/<mini-batch>/``
+    #: (None: a temporary folder of the worker's machine); each mini-batch's folder goes when run() returns
+    download_dir: str | None = None
 
 
 class MiniBatchContext:
@@ -173,6 +177,7 @@ class WorkerRuntime:
         self._saved_path: list[str] | None = None
         self._saved_modules: set[str] = set()
         self._fmt: Any = None
+        self._downloads: str | None = None  # this worker's download folder, once a remote file came
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> tuple[Any, ...]:
@@ -247,6 +252,9 @@ class WorkerRuntime:
             if self.logs is not None:
                 self.logs.write_user_error("shutdown", None, None, tb)
         self.restore()
+        if self._downloads is not None:
+            shutil.rmtree(self._downloads, ignore_errors=True)
+            self._downloads = None
         return err
 
     def restore(self) -> None:
@@ -278,18 +286,43 @@ class WorkerRuntime:
             self.logs = None
 
     # ---------------------------------------------------------------- one mini-batch
+    def _download_dir(self, mb: Any) -> str | None:
+        """The folder for this mini-batch's downloaded files (None when it has no remote file)."""
+        from prs_nb.data.base import FILES, RemoteFile
+
+        if mb.kind != FILES or not any(isinstance(p, RemoteFile) for p in mb.source):
+            return None
+        if self._downloads is None:
+            cfg = self.config
+            if cfg.download_dir:
+                self._downloads = os.path.join(cfg.download_dir, str(cfg.node_id), cfg.process_name)
+            else:
+                import tempfile
+
+                self._downloads = tempfile.mkdtemp(prefix=f"prs_nb-downloads-{cfg.node_id}-{cfg.process_name}-")
+        return os.path.join(self._downloads, str(mb.index))
+
     def run_batch(self, index: int, attempt: int, mb: Any) -> tuple[Any, ...]:
         """Read the mini-batch, call run(), check and format the result.
 
         Returns ("ok", index, items, returned, text, header, run_seconds) or
         ("err", index, items, kind, exc_type, message, traceback, run_seconds)."""
+        folder = self._download_dir(mb)
+        if folder is None:
+            return self._run_batch(index, attempt, mb, None)
+        try:
+            return self._run_batch(index, attempt, mb, folder)
+        finally:  # downloaded files live as long as run() uses them
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _run_batch(self, index: int, attempt: int, mb: Any, folder: str | None) -> tuple[Any, ...]:
         entry = self.entry
         assert entry is not None  # noqa: S101 - start() succeeded before any batch is sent
         items: int | None = mb.items
         try:
             from prs_nb.data import read_mini_batch
 
-            data = read_mini_batch(mb)
+            data = read_mini_batch(mb, folder)
             items = len(data)
         except BaseException as exc:  # noqa: BLE001 - a bad slice fails this attempt only
             if isinstance(exc, KeyboardInterrupt):

@@ -11,7 +11,8 @@ Which input is split: ``spec.input_data`` (``${{inputs.x}}``); its value is ``sp
 else the declared ``Input``'s ``path``, else its ``default``. A value may be a path (file, folder,
 or glob with ``* ? [ ] **``), an ``Input`` (its ``path``), a list/tuple of those, or a pandas
 DataFrame. Relative paths are resolved against ``base_dir`` (default: the working directory);
-descriptors carry absolute paths.
+descriptors carry absolute paths. An object-store URI (``s3://``, ``gs://``, ``abfs://``...) is
+listed and read through fsspec, and its descriptors carry URIs - see :mod:`prs_nb.data.fs`.
 
 Kind (from the *declared* input type, else the bound ``Input``'s type, else ``uri_folder``):
 
@@ -39,7 +40,16 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prs_nb.data.base import FILES, RANK, TABULAR, MiniBatch, TableSlice
-from prs_nb.data.files import ListedFile, Part, chunks, classify, hive_values, iter_paths, resolve_path
+from prs_nb.data.files import (
+    ListedFile,
+    Part,
+    chunks,
+    classify,
+    file_item,
+    hive_values,
+    iter_paths,
+    resolve_path,
+)
 from prs_nb.data.read import read_mini_batch
 from prs_nb.errors import ConfigError
 from prs_nb.spec import DEFAULT_FILE_MINI_BATCH_SIZE, DEFAULT_TABULAR_MINI_BATCH_SIZE, LITERAL_TYPES, Input
@@ -271,7 +281,7 @@ def _files_plan(name: str, where: str, paths: list[str], path_values: Callable[[
             yield from plan_file_partitions(files, keys, where, values)
             return
         for block in chunks(files, size):
-            yield Part(len(block), [f.path for f in block], {}, None, "")
+            yield Part(len(block), [file_item(f) for f in block], {}, None, "")
 
     return InputPlan(FILES, name, parts, f"{what}: files, {_per(keys, f'{size} per mini-batch')}")
 
@@ -359,7 +369,7 @@ def _windowed_files_plan(name: str, where: str, mlt: MLTableSpec, size: int, wha
         listed = (f for f in iter_paths(list(mlt.paths), where=where) if f.path != mlt.file)
         kept = islice(listed, mlt.offset, stop)
         for block in chunks(kept, size):
-            yield Part(len(block), [f.path for f in block], {}, None, "")
+            yield Part(len(block), [file_item(f) for f in block], {}, None, "")
 
     return InputPlan(FILES, name, parts, f"{what}: files, {size} per mini-batch{_window_text(mlt)}")
 

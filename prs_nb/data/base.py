@@ -1,7 +1,8 @@
 """Mini-batch descriptors: what the driver hands to a worker (never the data of a large table).
 
 ``MiniBatch.source`` is one of:
-* ``list[str]`` - absolute file paths (file inputs);
+* ``list[str]`` - absolute file paths (file inputs); an object-store file is a :class:`RemoteFile`
+  instead, which the worker downloads before calling ``run()`` (see :mod:`prs_nb.data.fs`);
 * :class:`TableSlice` - a slice reference the worker reads itself (byte range aligned to rows for
   CSV / JSON Lines, row groups or a row range for Parquet);
 * ``pandas.DataFrame`` - rows of an in-memory DataFrame (they travel with the descriptor);
@@ -42,6 +43,19 @@ class TableSlice:
     row_stop: int | None = None
     partition_values: tuple[tuple[str, Any], ...] = ()
     options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file of an object-store input (``uri``, e.g. ``s3://bucket/data/a/1.jpg``) and its path
+    relative to the bound folder (``rel``: ``a/1.jpg``), under which the worker saves its local copy.
+    ``str()`` is the URI, as shown in descriptions and tables."""
+
+    uri: str
+    rel: str
+
+    def __str__(self) -> str:
+        return self.uri
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, NamedTuple, TypeVar
 
+from prs_nb.data.base import RemoteFile
+from prs_nb.data.fs import is_remote as fs_is_remote
 from prs_nb.errors import InputDataError
 
 T = TypeVar("T")
@@ -61,16 +63,21 @@ def has_magic(path: str) -> bool:
 def resolve_path(value: str, base_dir: str, *, where: str) -> str:
     """An absolute, normalised local path; ``~`` is expanded and ``file://`` is accepted.
 
-    Remote URIs (``azureml://``, ``https://``, ``abfss://``...) cannot be read locally: they raise
-    :class:`InputDataError` saying to download or mount the data first."""
+    Other URIs (``s3://``, ``gs://``, ``abfs://``...) are returned as they are, once fsspec is known to
+    read them here (:mod:`prs_nb.data.fs`); ``azureml://`` and protocols without an installed fsspec
+    implementation raise :class:`InputDataError` saying what to install or to download/mount the data."""
     text = value.strip()
     if text.startswith("file://"):
         text = text[len("file://"):]
     elif _URI.match(text):
-        raise InputDataError(
-            f"{where}: {value!r} is a remote URI; prs_nb reads local data only. Download or mount it "
-            "(e.g. `az storage blob download-batch` or `azcopy copy`) and bind the local path instead"
-        )
+        from prs_nb.data import fs
+
+        fs.check_protocol(text, where=where)  # object stores through fsspec; azureml:// etc. raise here
+        return text
+    if fs_is_remote(base_dir):  # a relative entry of a remote MLTable
+        from prs_nb.data import fs
+
+        return fs.join(base_dir, text)
     text = os.path.expanduser(text)
     return os.path.normpath(os.path.join(base_dir, text))
 
@@ -79,6 +86,10 @@ def classify(path: str, *, where: str, given: str | None = None) -> str:
     """``"folder"``, ``"file"`` or ``"glob"`` for an absolute path; a missing path raises.
 
     An existing path wins over glob interpretation, so a folder really named ``data[1]`` works."""
+    if fs_is_remote(path):
+        from prs_nb.data import fs
+
+        return fs.classify(path, where=where, given=given)
     if os.path.isdir(path):
         return "folder"
     if os.path.exists(path) or os.path.islink(path):
@@ -97,6 +108,11 @@ def classify(path: str, *, where: str, given: str | None = None) -> str:
 def iter_path(path: str, *, where: str, tabular: bool = False) -> Iterator[ListedFile]:
     """Files of one bound path: a folder (recursive, sorted), a single file, or a glob pattern."""
     kind = classify(path, where=where)
+    if fs_is_remote(path):
+        from prs_nb.data.fs import remote_files
+
+        yield from remote_files(path, kind, where=where, tabular=tabular)
+        return
     if kind == "folder":
         yield from walk_sorted(path, where=where, skip_private=tabular)
     elif kind == "file":
@@ -240,8 +256,13 @@ def _component_regex(comp: str) -> str:
     return "".join(out)
 
 
-def iter_glob(pattern: str, *, where: str, skip_private: bool = False) -> Iterator[ListedFile]:
-    """Files matching an absolute glob pattern, in sorted walk order below its literal prefix."""
+def glob_matcher(pattern: str) -> tuple[str, Callable[[str], bool]]:
+    """(literal base folder, test of a path relative to it) for a glob pattern ("/"-separated)."""
+    base, full, _, _ = _compile_glob(pattern)
+    return base, lambda rel: full.fullmatch(rel) is not None
+
+
+def _compile_glob(pattern: str) -> tuple[str, re.Pattern[str], list[str], list[re.Pattern[str]]]:
     parts = pattern.replace(os.sep, "/").split("/")
     first = next(i for i, p in enumerate(parts) if has_magic(p))
     base = "/".join(parts[:first]) or "/"
@@ -254,7 +275,12 @@ def iter_glob(pattern: str, *, where: str, skip_private: bool = False) -> Iterat
         else:
             body += _component_regex(comp) + ("" if last else "/")
     full = re.compile(body)
-    comp_res = [re.compile(_component_regex(c)) for c in rest]
+    return base, full, rest, [re.compile(_component_regex(c)) for c in rest]
+
+
+def iter_glob(pattern: str, *, where: str, skip_private: bool = False) -> Iterator[ListedFile]:
+    """Files matching an absolute glob pattern, in sorted walk order below its literal prefix."""
+    base, full, rest, comp_res = _compile_glob(pattern)
     star = rest.index("**") if "**" in rest else None
 
     def descend(rel: str) -> bool:
@@ -280,6 +306,12 @@ def iter_glob(pattern: str, *, where: str, skip_private: bool = False) -> Iterat
             f"{where}: glob pattern {pattern!r} matched no files{why}. Check the pattern: * and ? match "
             "inside one folder level, ** matches any number of folders (e.g. data/**/*.csv)"
         )
+
+
+def file_item(f: ListedFile) -> str | RemoteFile:
+    """What a file mini-batch holds for one listed file: its local path, or a :class:`RemoteFile`
+    (URI + path relative to the listing root) that the worker downloads before run()."""
+    return RemoteFile(f.path, f.rel) if fs_is_remote(f.path) else f.path
 
 
 def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:

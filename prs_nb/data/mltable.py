@@ -4,7 +4,7 @@ An ``mltable`` input bound to a folder that holds an ``MLTable`` file (or to the
 described by that file (YAML, read with ``yaml.safe_load``)::
 
     type: mltable
-    paths:                       # relative to the MLTable's folder; local paths only
+    paths:                       # relative to the MLTable's folder, or URIs (s3://... via fsspec)
       - file: ./a.csv
       - folder: ./more
       - pattern: ./**/*.csv
@@ -55,6 +55,7 @@ from datetime import datetime
 from typing import Any
 
 from prs_nb.data.files import Part, classify, resolve_path
+from prs_nb.data.fs import is_remote
 from prs_nb.data.tabular import HEADER_MODES, ReadOptions, normalize_encoding
 from prs_nb.errors import InputDataError, MLTableError
 
@@ -105,6 +106,13 @@ class MLTableSpec:
 
 def find_mltable(path: str) -> str | None:
     """The MLTable file for a bound path: ``<folder>/MLTable``, or the path itself if it is one."""
+    if is_remote(path):
+        from prs_nb.data import fs
+
+        if fs.classify(path, where="MLTable lookup") == "folder":
+            candidate = fs.join(path, MLTABLE_FILE)
+            return candidate if fs.isfile(candidate, where="MLTable lookup") else None
+        return path if path.rstrip("/").rsplit("/", 1)[-1] == MLTABLE_FILE else None
     if os.path.isdir(path):
         candidate = os.path.join(path, MLTABLE_FILE)
         return candidate if os.path.isfile(candidate) else None
@@ -263,8 +271,14 @@ def _load_mltable(file: str, *, where: str) -> MLTableSpec:
 
     where = f"{where}: MLTable {file}"
     try:
-        with open(file, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
+        if is_remote(file):
+            from prs_nb.data.fs import open_binary
+
+            with open_binary(file, where=where) as bf:
+                doc = yaml.safe_load(bf.read().decode("utf-8"))
+        else:
+            with open(file, encoding="utf-8") as fh:
+                doc = yaml.safe_load(fh)
     except OSError as exc:
         raise MLTableError(f"{where}: cannot read it: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
@@ -277,7 +291,7 @@ def _load_mltable(file: str, *, where: str) -> MLTableSpec:
                              f"(got {type(doc).__name__})")
     if doc.get("type", "mltable") != "mltable":
         raise MLTableError(f"{where}: type must be mltable (got {doc.get('type')!r})")
-    folder = os.path.dirname(os.path.abspath(file))
+    folder = file.rsplit("/", 1)[0] if is_remote(file) else os.path.dirname(os.path.abspath(file))
     raw_paths = doc.get("paths")
     if not isinstance(raw_paths, list) or not raw_paths:
         raise MLTableError(f"{where}: paths must be a non-empty list of entries like '- file: ./a.csv', "

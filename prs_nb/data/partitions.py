@@ -31,8 +31,9 @@ import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from prs_nb.data.base import TableSlice
-from prs_nb.data.files import ListedFile, Part
+from prs_nb.data.base import RemoteFile, TableSlice
+from prs_nb.data.files import ListedFile, Part, file_item
+from prs_nb.data.fs import is_remote, open_binary
 from prs_nb.data.tabular import TablePlanner
 from prs_nb.errors import InputDataError
 
@@ -96,7 +97,7 @@ def check_dataframe_keys(df: pd.DataFrame, keys: Sequence[str], where: str) -> N
 def plan_file_partitions(files: Iterable[ListedFile], keys: Sequence[str], where: str,
                          path_values: PathValues) -> Iterator[Part]:
     """File lists grouped by the key values found in each file's path."""
-    groups: dict[tuple[Any, ...], list[str]] = {}
+    groups: dict[tuple[Any, ...], list[str | RemoteFile]] = {}
     for f in files:
         values = path_values(f)
         missing = [k for k in keys if k not in values]
@@ -106,7 +107,7 @@ def plan_file_partitions(files: Iterable[ListedFile], keys: Sequence[str], where
                 "File inputs take partition values from key=value folders (e.g. store=12/brand=acme/...) or from "
                 "an MLTable extract_columns_from_partition_format; fix partition_keys or the folder layout"
             )
-        groups.setdefault(tuple(values[k] for k in keys), []).append(f.path)
+        groups.setdefault(tuple(values[k] for k in keys), []).append(file_item(f))
     for combo in _sorted_combos(groups):
         pkv = dict(zip(keys, combo, strict=True))
         paths = groups[combo]
@@ -124,7 +125,11 @@ def _key_columns(s: TableSlice, col_keys: list[str], path_keys: list[str],
     elif s.fmt == "parquet":
         import pyarrow.parquet as pq
 
-        available = list(pq.read_schema(s.path).names)
+        if is_remote(s.path):
+            with open_binary(s.path, where=where) as fobj:
+                available = list(pq.read_schema(fobj).names)
+        else:
+            available = list(pq.read_schema(s.path).names)
     if available is not None:
         missing = [k for k in col_keys if k not in available]
         if missing:

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import sys
@@ -26,7 +27,8 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from prs_nb.data.base import FILES, RANK, TABULAR, MiniBatch, TableSlice, UnreadableFile
+from prs_nb.data.base import FILES, RANK, TABULAR, MiniBatch, RemoteFile, TableSlice, UnreadableFile
+from prs_nb.data.fs import is_remote, open_binary, read_range
 from prs_nb.errors import InputDataError
 
 if TYPE_CHECKING:
@@ -35,10 +37,16 @@ if TYPE_CHECKING:
 _RECORD_BATCH_ROWS = 65536
 
 
-def read_mini_batch(mb: MiniBatch) -> list[str] | pd.DataFrame:
-    """The data of one mini-batch, read in the worker: a list of paths, [] or a DataFrame."""
+def read_mini_batch(mb: MiniBatch, download_dir: str | None = None) -> list[str] | pd.DataFrame:
+    """The data of one mini-batch, read in the worker: a list of paths, [] or a DataFrame.
+
+    Object-store files (:class:`RemoteFile`) are downloaded first, into ``download_dir`` (created;
+    a new temporary folder when None), and their local paths are returned: the caller deletes the
+    folder once ``run()`` is done with them."""
     if mb.kind == FILES:
-        return list(mb.source)
+        if not any(isinstance(p, RemoteFile) for p in mb.source):
+            return list(mb.source)
+        return _download(mb, download_dir)
     if mb.kind == RANK:
         return []
     if mb.kind != TABULAR:
@@ -75,6 +83,17 @@ def read_mini_batch(mb: MiniBatch) -> list[str] | pd.DataFrame:
         return pd.concat(nonempty, ignore_index=True) if len(nonempty) > 1 else nonempty[0].reset_index(drop=True)
     raise InputDataError(f"{where}: unexpected tabular source of type {type(src).__name__}; expected a DataFrame, "
                          "a TableSlice or a list of them")
+
+
+def _download(mb: MiniBatch, download_dir: str | None) -> list[str]:
+    import tempfile
+
+    from prs_nb.data.fs import download
+
+    dest = download_dir or tempfile.mkdtemp(prefix="prs_nb-downloads-")
+    remote = [p for p in mb.source if isinstance(p, RemoteFile)]
+    local = iter(download(remote, dest, where=f"mini-batch {mb.index} of input {mb.input_name!r}"))
+    return [next(local) if isinstance(p, RemoteFile) else p for p in mb.source]
 
 
 def _default_index(df: pd.DataFrame) -> bool:
@@ -168,8 +187,13 @@ def _read_csv(s: TableSlice, opts: dict[str, Any], usecols: Sequence[str] | None
     if s.end < 0:  # read whole (not byte-splittable): pandas decodes the text itself
         if opts.get("skip_header"):
             kw["skiprows"] = 1
+        if is_remote(s.path):
+            with open_binary(s.path) as rf:
+                return cast("pd.DataFrame", pd.read_csv(rf, **kw))
         return cast("pd.DataFrame", pd.read_csv(s.path, **kw))
-    with open(s.path, "rb") as f:
+    if is_remote(s.path) and usecols is None:
+        return cast("pd.DataFrame", pd.read_csv(io.BytesIO(read_range(s.path, s.start, s.end)), **kw))
+    with (open_binary(s.path) if is_remote(s.path) else open(s.path, "rb")) as f:
         f.seek(s.start)
         if usecols is not None:  # a whole-file key scan: stream from the file, keep only the key columns
             return cast("pd.DataFrame", pd.read_csv(f, **kw))
@@ -182,9 +206,15 @@ def _read_jsonl(s: TableSlice, opts: dict[str, Any], usecols: Sequence[str] | No
 
     encoding = opts.get("encoding", "utf-8")
     if s.end < 0:
-        with open(s.path, encoding=encoding) as tf:
-            data = tf.read().encode("utf-8")
+        if is_remote(s.path):
+            with io.TextIOWrapper(open_binary(s.path), encoding=encoding) as rtf:  # universal newlines, as open()
+                data = rtf.read().encode("utf-8")
+        else:
+            with open(s.path, encoding=encoding) as tf:
+                data = tf.read().encode("utf-8")
         encoding = "utf-8"
+    elif is_remote(s.path):
+        data = read_range(s.path, s.start, s.end)
     else:
         with open(s.path, "rb") as f:
             f.seek(s.start)
@@ -212,7 +242,9 @@ def _read_parquet(s: TableSlice, usecols: Sequence[str] | None) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     columns = list(usecols) if usecols is not None else None
-    with pq.ParquetFile(s.path) as pf:
+    with contextlib.ExitStack() as stack:
+        source: Any = stack.enter_context(open_binary(s.path)) if is_remote(s.path) else s.path
+        pf = stack.enter_context(pq.ParquetFile(source))
         if s.row_start is not None and s.row_stop is not None and s.row_groups:
             rg = s.row_groups[0]
             offset = sum(pf.metadata.row_group(i).num_rows for i in range(rg))

@@ -38,15 +38,18 @@ from __future__ import annotations
 import codecs
 import csv
 import dataclasses
+import io
 import math
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from prs_nb.data.base import TableSlice, UnreadableFile
 from prs_nb.data.files import Part
+from prs_nb.data.fs import is_remote, open_binary
+from prs_nb.data.fs import size as remote_size
 from prs_nb.errors import InputDataError
 
 if TYPE_CHECKING:
@@ -232,7 +235,7 @@ def count_slice_rows(s: TableSlice) -> int | None:
         return None
     counter = _RowCounter()
     try:
-        with open(s.path, "rb") as f:
+        with (open_binary(s.path) if is_remote(s.path) else open(s.path, "rb")) as f:
             f.seek(s.start)
             left = s.end - s.start
             while left > 0:
@@ -261,6 +264,21 @@ def _cut_fast(f: BinaryIO, pos: int, size: int, file_size: int) -> int:
         if idx >= 0:
             return min(file_size, here - 1 + idx + 1)
         here += len(buf)
+
+
+def _size(path: str, where: str) -> int:
+    return remote_size(path, where=where) if is_remote(path) else os.path.getsize(path)
+
+
+def _file_size(f: BinaryIO, path: str) -> int:
+    return int(getattr(f, "size")) if is_remote(path) else os.fstat(f.fileno()).st_size  # noqa: B009 - fsspec file
+
+
+def _open_text(path: str, encoding: str) -> TextIO:
+    """A text file for the csv module (``newline=""``), local or remote."""
+    if is_remote(path):
+        return io.TextIOWrapper(open_binary(path), encoding=encoding, newline="")
+    return open(path, encoding=encoding, newline="")  # noqa: SIM115 - the caller's with-block closes it
 
 
 def _parquet_rg_bytes(rg: Any) -> int:
@@ -371,7 +389,7 @@ class TablePlanner:
                 # utf-8-sig: a byte-order mark must not end up in the first column's name
                 encoding = "utf-8-sig" if self.opts.encoding == "utf-8" else self.opts.encoding
                 try:
-                    with open(path, encoding=encoding, newline="") as tf:
+                    with _open_text(path, encoding) as tf:
                         fields = next(csv.reader(tf, delimiter=sep or ","), [])
                 except (OSError, UnicodeError, csv.Error) as exc:
                     raise InputDataError(f"{self.where}: cannot read the header of {path} as {encoding} text: "
@@ -391,6 +409,8 @@ class TablePlanner:
 
     def _open(self, path: str) -> BinaryIO:
         try:
+            if is_remote(path):
+                return open_binary(path, where=self.where)
             return open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the callers' with-blocks
         except OSError as exc:
             raise InputDataError(f"{self.where}: cannot open {path}: {exc.strerror or exc}; check that it exists "
@@ -399,13 +419,13 @@ class TablePlanner:
     def _plan_text(self, path: str, fmt: str, sep: str | None, size: int, pv: tuple[tuple[str, Any], ...]
                    ) -> Iterator[Part]:
         if not self._splittable(fmt):
-            if os.path.getsize(path) > 0:
+            if _size(path, self.where) > 0:
                 s = dataclasses.replace(self._whole_text_file(path, fmt, sep, ()), partition_values=pv)
                 yield Part(None, s, {}, 0, f"{path} (whole file)")
             return
         opts = self._slice_options(fmt, sep)
         with self._open(path) as f:
-            file_size = os.fstat(f.fileno()).st_size
+            file_size = _file_size(f, path)
             pos, columns = self._layout(f, path, fmt, sep)
             row = 0
             if not self.count_rows:
@@ -436,12 +456,12 @@ class TablePlanner:
             opts = self._slice_options(fmt, sep, extra=extra)
             return TableSlice(path, fmt, partition_values=partition_values, options=opts), md.num_rows
         if not self._splittable(fmt):
-            if os.path.getsize(path) == 0:
+            if _size(path, self.where) == 0:
                 return None
             s = self._whole_text_file(path, fmt, sep, extra)
             return dataclasses.replace(s, partition_values=partition_values), None
         with self._open(path) as f:
-            file_size = os.fstat(f.fileno()).st_size
+            file_size = _file_size(f, path)
             start, columns = self._layout(f, path, fmt, sep)
             if start >= file_size:
                 return None
@@ -457,6 +477,9 @@ class TablePlanner:
         import pyarrow.parquet as pq
 
         try:
+            if is_remote(path):
+                with open_binary(path, where=self.where) as f:
+                    return pq.read_metadata(f)
             return pq.read_metadata(path)  # the footer only: no column data is read in the driver
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise InputDataError(
@@ -469,7 +492,7 @@ class TablePlanner:
         if md.num_rows == 0:
             return
         opts = self._slice_options("parquet", None)
-        if os.path.getsize(path) <= size:
+        if _size(path, self.where) <= size:
             s = TableSlice(path, "parquet", partition_values=pv, options=opts)
             yield Part(md.num_rows, s, {}, 0, f"{path} (whole file)")
             return

@@ -312,6 +312,7 @@ def run_job(
         spill_dir=os.path.join(run_dir, "parts") if out_file else None,
         functions=direct,
         code_sources=_code_sources(spec) if blob is not None else None,
+        download_dir=os.path.join(run_dir, "downloads") if backend.name != "ray" else None,  # Ray: node-local temp
     )
     journal = Journal(os.path.join(run_dir, "journal"))
     done = resume_info.entries if resume_info is not None else {}
@@ -358,6 +359,7 @@ def run_job(
             lock.release()
     # part files of attempts that never reported (a worker killed after writing one) are not output
     shutil.rmtree(os.path.join(run_dir, "parts"), ignore_errors=True)
+    shutil.rmtree(os.path.join(run_dir, "downloads"), ignore_errors=True)  # object-store files of killed workers
     result = _result(spec, run_id, run_dir, logs_dir, output_paths, out_file, outcome, backend.name, settings,
                      csv_kwargs)
     sched.emit(ev.JobFinished(outcome.status, outcome.reason, result.counts, time.time()))
