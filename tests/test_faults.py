@@ -13,6 +13,7 @@ import time
 
 import psutil
 import pytest
+from filetree import make_files
 
 from prs_nb import Input, Output, RunFunction, parallel_run_function
 from prs_nb import events as ev
@@ -32,14 +33,6 @@ def slow_names(mini_batch):
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def make_files(root, n, name="in"):
-    d = root / name
-    d.mkdir()
-    for i in range(n):
-        (d / f"{i:03d}.txt").write_text(str(i))
-    return str(d)
 
 
 def file_job(run, *, name="t", **kw):

@@ -14,6 +14,7 @@ import time
 
 import psutil
 import pytest
+from filetree import make_files
 
 import prs_nb
 from prs_nb import Input, Output, ResumeError, RunFunction, parallel_run_function
@@ -31,14 +32,6 @@ def _own_key(tmp_path, monkeypatch):
 def names(mini_batch):
     time.sleep(0.05)
     return [os.path.basename(p) for p in mini_batch]
-
-
-def make_files(root, n, name="in"):
-    d = root / name
-    d.mkdir()
-    for i in range(n):
-        (d / f"{i:03d}.txt").write_text(str(i))
-    return str(d)
 
 
 def file_job(run=names, **kw):

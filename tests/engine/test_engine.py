@@ -10,6 +10,7 @@ import time
 
 import pandas as pd
 import pytest
+from filetree import make_files
 
 from prs_nb import Input, Output, RunFunction, parallel_run_function
 
@@ -72,14 +73,6 @@ def pid_run(mini_batch):
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def make_files(root, n, name="in"):
-    d = root / name
-    d.mkdir()
-    for i in range(n):
-        (d / f"{i:03d}.txt").write_text(str(i))
-    return str(d)
 
 
 def file_job(run, *, name="t", **kw):

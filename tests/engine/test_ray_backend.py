@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from filetree import make_files
 
 from prs_nb import Input, Output, RunFunction, parallel_run_function
 from prs_nb import events as ev
@@ -87,19 +88,7 @@ def slow_names(mini_batch):
     return names(mini_batch)
 
 
-def where(mini_batch):
-    return [f"{os.path.basename(p)} {os.environ.get('AZUREML_BI_OUTPUT_PATH', '') != ''}" for p in mini_batch]
-
-
 # ---------------------------------------------------------------- helpers
-def make_files(root, n, name="in"):
-    d = root / name
-    d.mkdir()
-    for i in range(n):
-        (d / f"{i:03d}.txt").write_text(str(i))
-    return str(d)
-
-
 def file_job(run, *, name="r", **kw):
     return parallel_run_function(
         name=name, inputs={"data": Input(type="uri_folder")}, outputs={"out": Output()},
