@@ -337,7 +337,3 @@ def _death_text(exc: BaseException) -> str:
                 return f"died: {line.strip()[:300]}"
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
     return f"died: {type(exc).__name__}: {first[:300]}"
-
-
-def local_hostname() -> str:
-    return socket.gethostname()
