@@ -3,9 +3,9 @@ was drawn under the legend)."""
 
 from __future__ import annotations
 
+import matplotlib  # the jupyter extra, installed by .ci/run: never skipped
 import pytest
 
-matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
